@@ -1,0 +1,310 @@
+"""Companies and contacts with their phones and e-mails; who may see and change them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import asyncpg
+
+from crm.errors import Forbidden, NotFound, ValidationError
+from crm.phones import format_phone, parse_phone
+from crm.users import User
+
+Kind = Literal["contact", "company"]
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneEntry:
+    e164: str
+    extension: str | None
+    raw: str
+    label: str
+
+    @property
+    def display(self) -> str:
+        return format_phone(self.e164, self.extension)
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A contact or a company, as stored."""
+
+    kind: Kind
+    id: int
+    name: str
+    manager_id: int | None
+    manager_name: str | None
+    notes: str
+    company_id: int | None = None
+    company_name: str | None = None
+    tax_id: str | None = None
+    phones: tuple[PhoneEntry, ...] = ()
+    emails: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class PartyInput:
+    """What a person submits for a contact or a company; validated by `clean_input`."""
+
+    name: str
+    manager_id: int | None = None
+    notes: str = ""
+    company_id: int | None = None
+    tax_id: str | None = None
+    phones: list[tuple[str, str]] = field(default_factory=list)  # (raw text, label)
+    emails: list[str] = field(default_factory=list)
+
+
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+# Visibility: a manager sees what is theirs and what is unassigned; head and admin see all.
+_VISIBLE = "($2::bigint IS NULL OR p.manager_id = $2 OR p.manager_id IS NULL)"
+
+SELECT_CONTACT = f"""
+SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
+       c.name AS company_name, NULL::text AS tax_id
+FROM contacts p LEFT JOIN users u ON u.id = p.manager_id LEFT JOIN companies c ON c.id = p.company_id
+WHERE p.id = $1 AND {_VISIBLE}
+"""
+SELECT_COMPANY = f"""
+SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, NULL::bigint AS company_id,
+       NULL::text AS company_name, p.tax_id
+FROM companies p LEFT JOIN users u ON u.id = p.manager_id
+WHERE p.id = $1 AND {_VISIBLE}
+"""
+SELECT_PHONES = {
+    "contact": "SELECT e164, extension, raw, label FROM phones WHERE contact_id = $1 ORDER BY id",
+    "company": "SELECT e164, extension, raw, label FROM phones WHERE company_id = $1 ORDER BY id",
+}
+SELECT_EMAILS = {
+    "contact": "SELECT email FROM emails WHERE contact_id = $1 ORDER BY id",
+    "company": "SELECT email FROM emails WHERE company_id = $1 ORDER BY id",
+}
+DELETE_PHONES = {
+    "contact": "DELETE FROM phones WHERE contact_id = $1",
+    "company": "DELETE FROM phones WHERE company_id = $1",
+}
+DELETE_EMAILS = {
+    "contact": "DELETE FROM emails WHERE contact_id = $1",
+    "company": "DELETE FROM emails WHERE company_id = $1",
+}
+INSERT_PHONE = {
+    "contact": "INSERT INTO phones (contact_id, e164, extension, raw, label) VALUES ($1, $2, $3, $4, $5)",
+    "company": "INSERT INTO phones (company_id, e164, extension, raw, label) VALUES ($1, $2, $3, $4, $5)",
+}
+INSERT_EMAIL = {
+    "contact": "INSERT INTO emails (contact_id, email) VALUES ($1, $2)",
+    "company": "INSERT INTO emails (company_id, email) VALUES ($1, $2)",
+}
+INSERT_CONTACT = "INSERT INTO contacts (name, company_id, manager_id, notes) VALUES ($1, $2, $3, $4) RETURNING id"
+UPDATE_CONTACT = """
+UPDATE contacts SET name = $2, company_id = $3, manager_id = $4, notes = $5, updated_at = now() WHERE id = $1
+"""
+INSERT_COMPANY = "INSERT INTO companies (name, tax_id, manager_id, notes) VALUES ($1, $2, $3, $4) RETURNING id"
+UPDATE_COMPANY = """
+UPDATE companies SET name = $2, tax_id = $3, manager_id = $4, notes = $5, updated_at = now() WHERE id = $1
+"""
+LIST_PHONES_OF = {
+    "contact": "SELECT contact_id AS owner_id, e164, extension, raw, label FROM phones "
+               "WHERE contact_id = ANY($1::bigint[]) ORDER BY id",
+    "company": "SELECT company_id AS owner_id, e164, extension, raw, label FROM phones "
+               "WHERE company_id = ANY($1::bigint[]) ORDER BY id",
+}
+USER_EXISTS = "SELECT 1 FROM users WHERE id = $1"
+
+# One search box: name, e-mail or phone in any format. $3 is an E.164 guess (or NULL),
+# $4 the reversed last digits typed (or NULL) so the reverse(e164) index serves suffix matches.
+_SEARCH = """
+  AND ($1::text IS NULL
+       OR lower(p.name) LIKE '%' || lower($1) || '%'
+       OR EXISTS (SELECT 1 FROM emails e WHERE e.{owner} = p.id AND e.email LIKE '%' || lower($1) || '%')
+       OR EXISTS (SELECT 1 FROM phones ph WHERE ph.{owner} = p.id
+                  AND (ph.e164 = $3 OR reverse(ph.e164) LIKE $4 || '%')))
+"""
+LIST_CONTACTS = f"""
+SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
+       c.name AS company_name, NULL::text AS tax_id
+FROM contacts p LEFT JOIN users u ON u.id = p.manager_id LEFT JOIN companies c ON c.id = p.company_id
+WHERE {_VISIBLE} {_SEARCH.format(owner="contact_id")}
+ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
+"""
+LIST_COMPANIES = f"""
+SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, NULL::bigint AS company_id,
+       NULL::text AS company_name, p.tax_id
+FROM companies p LEFT JOIN users u ON u.id = p.manager_id
+WHERE {_VISIBLE} {_SEARCH.format(owner="company_id")}
+ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
+"""
+LIST_COMPANY_CONTACTS = f"""
+SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
+       NULL::text AS company_name, NULL::text AS tax_id
+FROM contacts p LEFT JOIN users u ON u.id = p.manager_id
+WHERE p.company_id = $1 AND {_VISIBLE} ORDER BY lower(p.name)
+"""
+_SELECT = {"contact": SELECT_CONTACT, "company": SELECT_COMPANY}
+_LIST = {"contact": LIST_CONTACTS, "company": LIST_COMPANIES}
+
+
+def _scope(viewer: User) -> int | None:
+    """The manager id a viewer is limited to, or None for head and admin."""
+    return None if viewer.sees_everything else viewer.id
+
+
+def _party(kind: Kind, row: asyncpg.Record, phones=(), emails=()) -> Party:
+    return Party(
+        kind=kind,
+        id=row["id"],
+        name=row["name"],
+        manager_id=row["manager_id"],
+        manager_name=row["manager_name"],
+        notes=row["notes"],
+        company_id=row["company_id"],
+        company_name=row["company_name"],
+        tax_id=row["tax_id"],
+        phones=tuple(phones),
+        emails=tuple(emails),
+    )
+
+
+def clean_input(data: PartyInput, region: str) -> tuple[PartyInput, list[tuple[str, str | None, str, str]]]:
+    """Validate; return the input with tidy text and the parsed phones (e164, ext, raw, label)."""
+    name = (data.name or "").strip()
+    if not name:
+        raise ValidationError("name", "is empty")
+    if len(name) > 200:
+        raise ValidationError("name", "is longer than 200 characters")
+    phones = []
+    seen = set()
+    for raw, label in data.phones:
+        if not (raw or "").strip():
+            continue
+        phone = parse_phone(raw, region)
+        if (phone.e164, phone.extension) in seen:
+            continue
+        seen.add((phone.e164, phone.extension))
+        # The raw text is kept exactly as typed, beside the normalised number.
+        phones.append((phone.e164, phone.extension, raw.strip(), (label or "").strip()[:40]))
+    emails = []
+    for email in data.emails:
+        email = (email or "").strip().lower()
+        if not email:
+            continue
+        if len(email) > 254 or not _EMAIL_RE.fullmatch(email):
+            raise ValidationError("email", f"{email!r} is not an e-mail address")
+        if email not in emails:
+            emails.append(email)
+    tax_id = (data.tax_id or "").strip() or None
+    if tax_id is not None and not re.fullmatch(r"[0-9A-Za-z-]{4,20}", tax_id):
+        raise ValidationError("tax_id", "must be 4-20 letters or digits")
+    cleaned = PartyInput(
+        name=name,
+        manager_id=data.manager_id,
+        notes=(data.notes or "").strip()[:10000],
+        company_id=data.company_id,
+        tax_id=tax_id,
+        emails=emails,
+    )
+    return cleaned, phones
+
+
+async def _check_manager(conn: asyncpg.Connection, viewer: User, manager_id: int | None) -> None:
+    if manager_id is not None and not await conn.fetchval(USER_EXISTS, manager_id):
+        raise ValidationError("manager_id", "no such user")
+    if not viewer.sees_everything and manager_id not in (None, viewer.id):
+        raise Forbidden("a manager can assign only to themselves")
+
+
+async def get_party(conn: asyncpg.Connection, viewer: User, kind: Kind, party_id: int) -> Party:
+    """Raise NotFound also when the viewer may not see it, so existence does not leak."""
+    row = await conn.fetchrow(_SELECT[kind], party_id, _scope(viewer))
+    if row is None:
+        raise NotFound(kind)
+    phones = [PhoneEntry(r["e164"], r["extension"], r["raw"], r["label"]) for r in
+              await conn.fetch(SELECT_PHONES[kind], party_id)]
+    emails = [r["email"] for r in await conn.fetch(SELECT_EMAILS[kind], party_id)]
+    return _party(kind, row, phones, emails)
+
+
+async def list_parties(
+    conn: asyncpg.Connection, viewer: User, kind: Kind, query: str | None, region: str,
+    limit: int = 50, offset: int = 0,
+) -> list[Party]:
+    query = (query or "").strip()[:100] or None
+    e164 = suffix = None
+    if query:
+        digits = re.sub(r"\D", "", query)
+        try:
+            e164 = parse_phone(query, region).e164
+        except ValidationError:
+            e164 = None
+        if len(digits) >= 4 and re.fullmatch(r"[\d\s()+\-.]+", query):
+            suffix = digits[::-1]
+    rows = await conn.fetch(_LIST[kind], query, _scope(viewer), e164, suffix, limit, offset)
+    phones: dict[int, list[PhoneEntry]] = {}
+    for r in await conn.fetch(LIST_PHONES_OF[kind], [row["id"] for row in rows]):
+        phones.setdefault(r["owner_id"], []).append(PhoneEntry(r["e164"], r["extension"], r["raw"], r["label"]))
+    return [_party(kind, row, phones.get(row["id"], ())) for row in rows]
+
+
+async def list_company_contacts(conn: asyncpg.Connection, viewer: User, company_id: int) -> list[Party]:
+    return [_party("contact", row) for row in await conn.fetch(LIST_COMPANY_CONTACTS, company_id, _scope(viewer))]
+
+
+async def _save_children(conn: asyncpg.Connection, kind: Kind, party_id: int, phones, emails) -> None:
+    await conn.execute(DELETE_PHONES[kind], party_id)
+    await conn.execute(DELETE_EMAILS[kind], party_id)
+    if phones:
+        await conn.executemany(INSERT_PHONE[kind], [(party_id, *phone) for phone in phones])
+    if emails:
+        await conn.executemany(INSERT_EMAIL[kind], [(party_id, email) for email in emails])
+
+
+async def _check_company(conn: asyncpg.Connection, viewer: User, company_id: int | None) -> None:
+    if company_id is not None:
+        try:
+            await get_party(conn, viewer, "company", company_id)
+        except NotFound as exc:
+            raise ValidationError("company_id", "no such company") from exc
+
+
+async def create_party(conn: asyncpg.Connection, viewer: User, kind: Kind, data: PartyInput, region: str) -> Party:
+    cleaned, phones = clean_input(data, region)
+    if cleaned.manager_id is None and not viewer.sees_everything:
+        cleaned.manager_id = viewer.id
+    await _check_manager(conn, viewer, cleaned.manager_id)
+    async with conn.transaction():
+        if kind == "contact":
+            await _check_company(conn, viewer, cleaned.company_id)
+            party_id = await conn.fetchval(
+                INSERT_CONTACT, cleaned.name, cleaned.company_id, cleaned.manager_id, cleaned.notes
+            )
+        else:
+            party_id = await conn.fetchval(
+                INSERT_COMPANY, cleaned.name, cleaned.tax_id, cleaned.manager_id, cleaned.notes
+            )
+        await _save_children(conn, kind, party_id, phones, cleaned.emails)
+    return await get_party(conn, viewer, kind, party_id)
+
+
+async def update_party(
+    conn: asyncpg.Connection, viewer: User, kind: Kind, party_id: int, data: PartyInput, region: str
+) -> Party:
+    current = await get_party(conn, viewer, kind, party_id)
+    cleaned, phones = clean_input(data, region)
+    if cleaned.manager_id != current.manager_id:
+        await _check_manager(conn, viewer, cleaned.manager_id)
+    async with conn.transaction():
+        if kind == "contact":
+            if cleaned.company_id != current.company_id:
+                await _check_company(conn, viewer, cleaned.company_id)
+            await conn.execute(
+                UPDATE_CONTACT, party_id, cleaned.name, cleaned.company_id, cleaned.manager_id, cleaned.notes
+            )
+        else:
+            await conn.execute(
+                UPDATE_COMPANY, party_id, cleaned.name, cleaned.tax_id, cleaned.manager_id, cleaned.notes
+            )
+        await _save_children(conn, kind, party_id, phones, cleaned.emails)
+    return await get_party(conn, viewer, kind, party_id)

@@ -1,0 +1,208 @@
+"""Configuration: defaults < TOML file < environment < command line; a wrong value names itself."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PbxSettings:
+    name: str
+    host: str
+    port: int
+    username: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    session_secret: str = field(default="", repr=False)
+    phone_region: str = "RU"
+    data_dir: Path = Path("var")
+    pbxes: tuple[PbxSettings, ...] = ()
+    routing_fallback: str = "sales"
+    routing_deadline_ms: int = 250
+    routing_token: str = field(default="", repr=False)
+    timezone: str = "Europe/Moscow"
+    recordings_dir: Path | None = None
+    # Direction rules (see cti/calls.py): endpoints that are trunks, contexts that take outside calls.
+    trunk_endpoints: tuple[str, ...] = ("trunk",)
+    inbound_contexts: tuple[str, ...] = ("from-trunk", "from-pstn", "from-external")
+    suffix_match_digits: int = 10
+    demo: bool = False
+
+    @property
+    def recordings_path(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
+
+
+def _parse_port(value: str) -> int:
+    port = int(value)
+    if not 0 < port < 65536:
+        raise ValueError("must be 1..65535")
+    return port
+
+
+def _parse_region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown region {value!r} (use a two-letter code such as RU)")
+    return region
+
+
+def _parse_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
+def _parse_db_url(value: str) -> str:
+    if not value.startswith(("postgres://", "postgresql://")):
+        raise ValueError("must start with postgresql://")
+    return value
+
+
+def _parse_redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://")
+    return value
+
+
+def _parse_list(value: str | list[str]) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else value.split(",")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _parse_positive(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def parse_pbx_url(text: str) -> PbxSettings:
+    """`ami://user:secret@host:5038/name` → PbxSettings."""
+    parts = urlsplit(text.strip())
+    if parts.scheme != "ami" or not parts.hostname or not parts.username:
+        raise ValueError(f"{text!r} is not ami://user:secret@host:port/name")
+    name = parts.path.strip("/") or parts.hostname
+    return PbxSettings(
+        name=name,
+        host=parts.hostname,
+        port=parts.port or 5038,
+        username=unquote(parts.username),
+        secret=unquote(parts.password or ""),
+    )
+
+
+def _parse_pbxes(value: Any) -> tuple[PbxSettings, ...]:
+    if isinstance(value, str):
+        pbxes = tuple(parse_pbx_url(item) for item in value.split(",") if item.strip())
+    else:
+        pbxes = tuple(
+            PbxSettings(
+                name=str(item["name"]),
+                host=str(item.get("host", "127.0.0.1")),
+                port=_parse_port(str(item.get("port", 5038))),
+                username=str(item["username"]),
+                secret=str(item.get("secret", "")),
+            )
+            for item in value
+        )
+    names = [pbx.name for pbx in pbxes]
+    if len(set(names)) != len(names):
+        raise ValueError("PBX names must be unique")
+    return pbxes
+
+
+# (setting name, environment variable, TOML key, parser)
+_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
+    ("database_url", "DATABASE_URL", "database_url", _parse_db_url),
+    ("redis_url", "REDIS_URL", "redis_url", _parse_redis_url),
+    ("host", "CALLBOARD_HOST", "host", str),
+    ("port", "CALLBOARD_PORT", "port", _parse_port),
+    ("session_secret", "CALLBOARD_SESSION_SECRET", "session_secret", str),
+    ("phone_region", "CALLBOARD_PHONE_REGION", "phone_region", _parse_region),
+    ("data_dir", "CALLBOARD_DATA_DIR", "data_dir", Path),
+    ("pbxes", "CALLBOARD_PBX", "pbx", _parse_pbxes),
+    ("routing_fallback", "CALLBOARD_ROUTING_FALLBACK", "routing_fallback", str),
+    ("routing_deadline_ms", "CALLBOARD_ROUTING_DEADLINE_MS", "routing_deadline_ms", _parse_positive),
+    ("routing_token", "CALLBOARD_ROUTING_TOKEN", "routing_token", str),
+    ("timezone", "CALLBOARD_TIMEZONE", "timezone", _parse_timezone),
+    ("recordings_dir", "CALLBOARD_RECORDINGS_DIR", "recordings_dir", Path),
+    ("trunk_endpoints", "CALLBOARD_TRUNK_ENDPOINTS", "trunk_endpoints", _parse_list),
+    ("inbound_contexts", "CALLBOARD_INBOUND_CONTEXTS", "inbound_contexts", _parse_list),
+    ("suffix_match_digits", "CALLBOARD_SUFFIX_MATCH_DIGITS", "suffix_match_digits", _parse_positive),
+)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings; raise SettingsError naming the variable or key that is wrong."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            file_values = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"config file {config_file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_file}: {exc}") from exc
+        known = {key for _, _, key, _ in _FIELDS}
+        unknown = sorted(set(file_values) - known)
+        if unknown:
+            raise SettingsError(f"config file {config_file}: unknown key(s) {', '.join(unknown)}")
+    for name, env_name, key, parse in _FIELDS:
+        if env.get(env_name, "") != "":
+            raw, source = env[env_name], env_name
+        elif key in file_values:
+            raw, source = file_values[key], f"{key} in {config_file}"
+        else:
+            continue
+        try:
+            values[name] = parse(raw if not isinstance(raw, (int, float)) else str(raw))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SettingsError(f"{source}: {exc}") from exc
+    settings = Settings(**values)
+    if overrides:
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def ensure_session_secret(settings: Settings) -> Settings:
+    """Keep a generated secret in the data directory so sessions survive restarts."""
+    if settings.session_secret:
+        return settings
+    path = settings.data_dir / "session_secret"
+    if path.exists():
+        secret = path.read_text(encoding="ascii").strip()
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(32)
+        path.write_text(secret, encoding="ascii")
+        path.chmod(0o600)
+    return replace(settings, session_secret=secret)

@@ -1,0 +1,218 @@
+"""Users and roles, password hashing (scrypt), sessions, API tokens and login throttling."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from crm.errors import AuthenticationFailed, Conflict, NotFound, TooManyAttempts, ValidationError
+
+ROLES = ("manager", "head", "admin")
+SESSION_LIFETIME = timedelta(days=7)
+THROTTLE_WINDOW = timedelta(minutes=15)
+THROTTLE_MAX_FAILURES = 5
+# scrypt parameters: n=2**14, r=8, p=1 costs ~16 MiB and a few tens of ms per login.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    login: str
+    role: str
+    extension: str | None
+    display_name: str
+    active: bool
+
+    @property
+    def sees_everything(self) -> bool:
+        return self.role in ("head", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: User
+    csrf_token: str
+
+
+USER_COLUMNS = "u.id, u.login, u.role, u.extension, u.display_name, u.active"
+SELECT_USER = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+SELECT_USER_BY_LOGIN = f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.login = $1"
+SELECT_USER_BY_EXTENSION = f"SELECT {USER_COLUMNS} FROM users u WHERE u.extension = $1"
+LIST_USERS = f"SELECT {USER_COLUMNS} FROM users u ORDER BY u.display_name, u.id"
+COUNT_USERS = "SELECT count(*) FROM users"
+INSERT_USER = f"""
+INSERT INTO users AS u (login, password_hash, role, extension, display_name)
+VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}
+"""
+UPDATE_USER = f"""
+UPDATE users AS u SET role = $2, extension = $3, display_name = $4, active = $5
+WHERE u.id = $1 RETURNING {USER_COLUMNS}
+"""
+UPDATE_PASSWORD = "UPDATE users SET password_hash = $2 WHERE id = $1"
+INSERT_SESSION = "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)"
+SELECT_SESSION = f"""
+SELECT {USER_COLUMNS}, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.token_hash = $1 AND s.expires_at > now() AND u.active
+"""
+DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = $1"
+DELETE_EXPIRED_SESSIONS = "DELETE FROM sessions WHERE expires_at <= now()"
+INSERT_TOKEN = "INSERT INTO api_tokens (user_id, token_hash, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+SELECT_TOKEN_USER = f"""
+UPDATE api_tokens t SET last_used_at = now() FROM users u
+WHERE t.token_hash = $1 AND u.id = t.user_id AND u.active
+RETURNING {USER_COLUMNS}
+"""
+INSERT_ATTEMPT = "INSERT INTO login_attempts (login, remote, success) VALUES ($1, $2, $3)"
+COUNT_RECENT_FAILURES = """
+SELECT count(*) FROM login_attempts
+WHERE login = $1 AND NOT success AND at > $2
+  AND at > coalesce((SELECT max(at) FROM login_attempts WHERE login = $1 AND success), '-infinity')
+"""
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(row["id"], row["login"], row["role"], row["extension"], row["display_name"], row["active"])
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        candidate = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(digest) // 2
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+def hash_token(token: str, pepper: str = "") -> str:
+    """Tokens are stored hashed: a database dump gives no working session or API token."""
+    return hmac.new(pepper.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+def _validate(login: str, role: str, extension: str | None, display_name: str) -> None:
+    if role not in ROLES:
+        raise ValidationError("role", f"must be one of {', '.join(ROLES)}")
+    if not login or len(login) > 64 or not all(c.isalnum() or c in "_.-" for c in login) or login != login.lower():
+        raise ValidationError("login", "use 2-64 lower-case letters, digits, '.', '_' or '-'")
+    if extension is not None and not (extension.isdigit() and 2 <= len(extension) <= 6):
+        raise ValidationError("extension", "must be 2 to 6 digits")
+    if not display_name.strip():
+        raise ValidationError("display_name", "is empty")
+
+
+async def create_user(
+    conn: asyncpg.Connection,
+    login: str,
+    password: str,
+    role: str,
+    extension: str | None,
+    display_name: str,
+) -> User:
+    _validate(login, role, extension, display_name)
+    if len(password) < 4:
+        raise ValidationError("password", "must be at least 4 characters")
+    try:
+        row = await conn.fetchrow(INSERT_USER, login, hash_password(password), role, extension, display_name)
+    except asyncpg.UniqueViolationError as exc:
+        what = "extension" if "extension" in (exc.constraint_name or "") else "login"
+        raise Conflict(f"a user with this {what} already exists") from exc
+    return _user(row)
+
+
+async def update_user(
+    conn: asyncpg.Connection, user_id: int, role: str, extension: str | None, display_name: str, active: bool
+) -> User:
+    existing = await get_user(conn, user_id)
+    if existing is None:
+        raise NotFound("user")
+    _validate(existing.login, role, extension, display_name)
+    try:
+        row = await conn.fetchrow(UPDATE_USER, user_id, role, extension, display_name, active)
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict("another user has this extension") from exc
+    return _user(row)
+
+
+async def set_password(conn: asyncpg.Connection, user_id: int, password: str) -> None:
+    await conn.execute(UPDATE_PASSWORD, user_id, hash_password(password))
+
+
+async def get_user(conn: asyncpg.Connection, user_id: int) -> User | None:
+    row = await conn.fetchrow(SELECT_USER, user_id)
+    return _user(row) if row else None
+
+
+async def get_user_by_login(conn: asyncpg.Connection, login: str) -> User | None:
+    row = await conn.fetchrow(SELECT_USER_BY_LOGIN, login)
+    return _user(row) if row else None
+
+
+async def get_user_by_extension(conn: asyncpg.Connection, extension: str) -> User | None:
+    row = await conn.fetchrow(SELECT_USER_BY_EXTENSION, extension)
+    return _user(row) if row else None
+
+
+async def list_users(conn: asyncpg.Connection) -> list[User]:
+    return [_user(row) for row in await conn.fetch(LIST_USERS)]
+
+
+async def count_users(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(COUNT_USERS)
+
+
+async def authenticate(conn: asyncpg.Connection, login: str, password: str, remote: str, now: datetime) -> User:
+    """Check a login; throttled after THROTTLE_MAX_FAILURES failures within THROTTLE_WINDOW."""
+    login = (login or "").strip().lower()[:64]
+    failures = await conn.fetchval(COUNT_RECENT_FAILURES, login, now - THROTTLE_WINDOW)
+    if failures >= THROTTLE_MAX_FAILURES:
+        raise TooManyAttempts(login)
+    row = await conn.fetchrow(SELECT_USER_BY_LOGIN, login)
+    ok = row is not None and row["active"] and verify_password(password or "", row["password_hash"])
+    await conn.execute(INSERT_ATTEMPT, login, remote[:64], ok)
+    if not ok:
+        raise AuthenticationFailed(login)
+    return _user(row)
+
+
+async def create_session(conn: asyncpg.Connection, user: User, pepper: str, now: datetime) -> tuple[str, str]:
+    """Return (cookie token, csrf token)."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    await conn.execute(INSERT_SESSION, hash_token(token, pepper), user.id, csrf, now + SESSION_LIFETIME)
+    return token, csrf
+
+
+async def get_session(conn: asyncpg.Connection, token: str, pepper: str) -> Session | None:
+    row = await conn.fetchrow(SELECT_SESSION, hash_token(token, pepper))
+    return Session(_user(row), row["csrf_token"]) if row else None
+
+
+async def delete_session(conn: asyncpg.Connection, token: str, pepper: str) -> None:
+    await conn.execute(DELETE_SESSION, hash_token(token, pepper))
+
+
+async def delete_expired_sessions(conn: asyncpg.Connection) -> None:
+    await conn.execute(DELETE_EXPIRED_SESSIONS)
+
+
+async def add_api_token(conn: asyncpg.Connection, user_id: int, token: str, name: str, pepper: str = "") -> None:
+    await conn.execute(INSERT_TOKEN, user_id, hash_token(token, pepper), name)
+
+
+async def get_token_user(conn: asyncpg.Connection, token: str, pepper: str = "") -> User | None:
+    row = await conn.fetchrow(SELECT_TOKEN_USER, hash_token(token, pepper))
+    return _user(row) if row else None

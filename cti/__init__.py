@@ -1,0 +1,1 @@
+"""Telephony: AMI connections, AMI frames to typed events, the pure call model, the simulator."""

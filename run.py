@@ -1,0 +1,136 @@
+"""Callboard's command line: serve (optionally --demo), migrate, user add, replay, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from crm.settings import Settings, SettingsError, ensure_session_secret, load_settings
+
+logger = logging.getLogger("callboard")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description="Callboard: call-center and CTI server with a light CRM, for Asterisk.")
+    parser.add_argument("--config", type=Path, help="TOML file with settings (environment variables win)")
+    parser.add_argument("--host", help="HTTP address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    parser.add_argument("--data-dir", type=Path, help="data directory (default ./var, or CALLBOARD_DATA_DIR)")
+    parser.add_argument("--demo", action="store_true",
+                        help="serve with demo users and data and the built-in PBX simulator")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="serve the web app and telephony (the default)")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+
+    user = commands.add_parser("user", help="manage users")
+    user_commands = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    add = user_commands.add_parser(
+        "add", help="add a user; the password comes from CALLBOARD_PASSWORD or a prompt, never an argument")
+    add.add_argument("--login", required=True)
+    add.add_argument("--role", required=True, choices=["manager", "head", "admin"])
+    add.add_argument("--extension", help="SIP extension, e.g. 101")
+    add.add_argument("--name", required=True, help="display name")
+
+    replay = commands.add_parser("replay", help="feed raw AMI captures through the call model and print the calls")
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay.add_argument("--json", action="store_true", help="one JSON object per finished call per line")
+    replay.add_argument("--pbx", default="replay", help="PBX name for the calls")
+
+    simulate = commands.add_parser("simulate", help="run the AMI-speaking PBX simulator alone")
+    simulate.add_argument("--port", type=int, default=5038)
+    simulate.add_argument("--bind", default="127.0.0.1")
+    simulate.add_argument("--scenario", default="mix",
+                          help="answered, missed, busy, abandoned, queue, originate, transfer or mix")
+    simulate.add_argument("--cps", type=float, default=1.0, help="calls per second")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--username", default="callboard")
+    simulate.add_argument("--secret", default="callboard")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    settings = load_settings(config_file=args.config, overrides={
+        "host": args.host, "port": args.port, "data_dir": args.data_dir, "demo": args.demo or None})
+    return ensure_session_secret(settings)
+
+
+async def serve(settings: Settings) -> int:
+    from web.server import run_server
+
+    return await run_server(settings)
+
+
+async def migrate(settings: Settings) -> int:
+    from crm.db import open_database
+
+    async with open_database(settings.database_url, settings.data_dir):
+        print("Migrations are up to date.")
+    return 0
+
+
+async def add_user(settings: Settings, args: argparse.Namespace) -> int:
+    from crm import errors, users
+    from crm.db import open_database
+
+    password = os.environ.get("CALLBOARD_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            print("Set CALLBOARD_PASSWORD or run in a terminal to be asked for the password.", file=sys.stderr)
+            return 2
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Repeat: "):
+            print("The passwords differ.", file=sys.stderr)
+            return 2
+    async with open_database(settings.database_url, settings.data_dir) as pool:
+        async with pool.acquire() as conn:
+            try:
+                user = await users.create_user(conn, args.login, password, args.role, args.extension, args.name)
+            except (errors.ValidationError, errors.Conflict) as exc:
+                print(f"Cannot add user: {exc}", file=sys.stderr)
+                return 1
+    print(f"User {user.login} ({user.role}) added with id {user.id}.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if args.command == "replay":
+        from cti.replay import replay_files
+
+        return replay_files(args.files, as_json=args.json, pbx=args.pbx, out=sys.stdout, err=sys.stderr)
+    if args.command == "simulate":
+        from cti.simulator import run_simulator
+
+        try:
+            asyncio.run(run_simulator(args.bind, args.port, args.scenario, args.cps, args.seed,
+                                      args.username, args.secret))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return asyncio.run(migrate(settings))
+    if args.command == "user":
+        return asyncio.run(add_user(settings, args))
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    # SIGTERM ends the process through the same clean path as Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sys.exit(main())

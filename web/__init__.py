@@ -1,0 +1,1 @@
+"""Web door: pages, JSON API, routing API and socket.io on aiohttp."""

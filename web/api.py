@@ -1,0 +1,265 @@
+"""JSON API under /api/: contacts, companies, users; one error shape; an OpenAPI description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from crm import contacts as contacts_db
+from crm import errors
+from crm import users as users_db
+from crm.contacts import Kind, Party, PartyInput
+from crm.users import User
+from web import keys
+from web.auth import current_user, require_role
+
+SECTIONS: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
+
+
+def party_json(party: Party) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": party.id,
+        "name": party.name,
+        "manager_id": party.manager_id,
+        "manager_name": party.manager_name,
+        "notes": party.notes,
+        "phones": [{"e164": p.e164, "extension": p.extension, "raw": p.raw, "label": p.label, "display": p.display}
+                   for p in party.phones],
+        "emails": list(party.emails),
+    }
+    if party.kind == "contact":
+        body.update(company_id=party.company_id, company_name=party.company_name)
+    else:
+        body.update(tax_id=party.tax_id)
+    return body
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "login": user.login, "role": user.role, "extension": user.extension,
+            "display_name": user.display_name, "active": user.active}
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise errors.ValidationError("body", "must be a JSON object")
+    return body
+
+
+def _optional_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.ValidationError(name, "must be an integer or null")
+    return value
+
+
+def _party_input(body: dict[str, Any]) -> PartyInput:
+    phones = []
+    for item in body.get("phones") or []:
+        if isinstance(item, str):
+            phones.append((item, ""))
+        elif isinstance(item, dict) and isinstance(item.get("raw", item.get("number")), str):
+            phones.append((item.get("raw", item.get("number")), str(item.get("label") or "")))
+        else:
+            raise errors.ValidationError("phones", "each phone is a string or {raw, label}")
+    emails = body.get("emails") or []
+    if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+        raise errors.ValidationError("emails", "must be a list of strings")
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise errors.ValidationError("name", "is required")
+    return PartyInput(
+        name=name, manager_id=_optional_int(body, "manager_id"), notes=str(body.get("notes") or ""),
+        company_id=_optional_int(body, "company_id"), tax_id=body.get("tax_id") or None,
+        phones=phones, emails=emails,
+    )
+
+
+def _kind(request: web.Request) -> Kind:
+    return SECTIONS[request.match_info["section"]]
+
+
+def _paging(request: web.Request) -> tuple[int, int]:
+    try:
+        limit = min(max(int(request.query.get("limit", 50)), 1), 500)
+        offset = max(int(request.query.get("offset", 0)), 0)
+    except ValueError:
+        raise errors.ValidationError("limit", "limit and offset must be integers") from None
+    return limit, offset
+
+
+async def list_parties(request: web.Request) -> web.Response:
+    kind, user = _kind(request), current_user(request)
+    limit, offset = _paging(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        parties = await contacts_db.list_parties(conn, user, kind, request.query.get("q"),
+                                                 request.app[keys.SETTINGS].phone_region, limit, offset)
+    return web.json_response({"items": [party_json(p) for p in parties], "limit": limit, "offset": offset})
+
+
+async def get_party(request: web.Request) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        party = await contacts_db.get_party(conn, current_user(request), _kind(request),
+                                            int(request.match_info["party_id"]))
+    return web.json_response(party_json(party))
+
+
+async def create_party(request: web.Request) -> web.Response:
+    data = _party_input(await read_json(request))
+    async with request.app[keys.POOL].acquire() as conn:
+        party = await contacts_db.create_party(conn, current_user(request), _kind(request), data,
+                                               request.app[keys.SETTINGS].phone_region)
+    return web.json_response(party_json(party), status=201)
+
+
+async def update_party(request: web.Request) -> web.Response:
+    data = _party_input(await read_json(request))
+    async with request.app[keys.POOL].acquire() as conn:
+        party = await contacts_db.update_party(conn, current_user(request), _kind(request),
+                                               int(request.match_info["party_id"]), data,
+                                               request.app[keys.SETTINGS].phone_region)
+    return web.json_response(party_json(party))
+
+
+async def list_users(request: web.Request) -> web.Response:
+    current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        users = await users_db.list_users(conn)
+    return web.json_response({"items": [user_json(u) for u in users]})
+
+
+async def get_user(request: web.Request) -> web.Response:
+    current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        user = await users_db.get_user(conn, int(request.match_info["user_id"]))
+    if user is None:
+        raise errors.NotFound("user")
+    return web.json_response(user_json(user))
+
+
+async def create_user(request: web.Request) -> web.Response:
+    require_role(request, "admin")
+    body = await read_json(request)
+    for name in ("login", "password", "role", "display_name"):
+        if not isinstance(body.get(name), str):
+            raise errors.ValidationError(name, "is required")
+    extension = body.get("extension")
+    async with request.app[keys.POOL].acquire() as conn:
+        user = await users_db.create_user(conn, body["login"], body["password"], body["role"],
+                                          str(extension) if extension else None, body["display_name"])
+    return web.json_response(user_json(user), status=201)
+
+
+async def update_user(request: web.Request) -> web.Response:
+    require_role(request, "admin")
+    body = await read_json(request)
+    user_id = int(request.match_info["user_id"])
+    async with request.app[keys.POOL].acquire() as conn:
+        current = await users_db.get_user(conn, user_id)
+        if current is None:
+            raise errors.NotFound("user")
+        extension = body.get("extension", current.extension)
+        user = await users_db.update_user(
+            conn, user_id, str(body.get("role", current.role)), str(extension) if extension else None,
+            str(body.get("display_name", current.display_name)), bool(body.get("active", current.active)))
+        if isinstance(body.get("password"), str) and body["password"]:
+            await users_db.set_password(conn, user_id, body["password"])
+    return web.json_response(user_json(user))
+
+
+def _schema_ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def openapi_spec() -> dict[str, Any]:
+    error = {"description": "error", "content": {"application/json": {"schema": _schema_ref("Error")}}}
+    party_paths: dict[str, Any] = {}
+    for section, schema in (("contacts", "Contact"), ("companies", "Company")):
+        party_paths[f"/api/{section}"] = {
+            "get": {"summary": f"List {section} (search q: name, e-mail or phone in any format)",
+                    "parameters": [{"name": n, "in": "query", "schema": {"type": t}}
+                                   for n, t in (("q", "string"), ("limit", "integer"), ("offset", "integer"))],
+                    "responses": {"200": {"description": "list", "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"items": {"type": "array", "items": _schema_ref(schema)}}}}}},
+                        "401": error}},
+            "post": {"summary": f"Create a {schema.lower()}",
+                     "requestBody": {"content": {"application/json": {"schema": _schema_ref(f"{schema}Input")}}},
+                     "responses": {"201": {"description": "created", "content": {
+                         "application/json": {"schema": _schema_ref(schema)}}}, "422": error, "403": error}},
+        }
+        party_paths[f"/api/{section}/{{id}}"] = {
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "get": {"summary": f"One {schema.lower()}", "responses": {"200": {"description": "found", "content": {
+                "application/json": {"schema": _schema_ref(schema)}}}, "404": error}},
+            "put": {"summary": f"Replace a {schema.lower()}'s fields, phones and e-mails",
+                    "requestBody": {"content": {"application/json": {"schema": _schema_ref(f"{schema}Input")}}},
+                    "responses": {"200": {"description": "updated"}, "404": error, "422": error}},
+        }
+    phone = {"type": "object", "properties": {"raw": {"type": "string"}, "label": {"type": "string"}},
+             "required": ["raw"]}
+    party_input = {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string"}, "manager_id": {"type": ["integer", "null"]}, "notes": {"type": "string"},
+        "phones": {"type": "array", "items": phone}, "emails": {"type": "array", "items": {"type": "string"}}}}
+    party_out = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "manager_id": {"type": ["integer", "null"]},
+        "phones": {"type": "array", "items": {"type": "object", "properties": {
+            "e164": {"type": "string"}, "extension": {"type": ["string", "null"]}, "raw": {"type": "string"},
+            "label": {"type": "string"}, "display": {"type": "string"}}}},
+        "emails": {"type": "array", "items": {"type": "string"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Callboard API", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "session": {"type": "apiKey", "in": "cookie", "name": "callboard_session"}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"},
+                    "field": {"type": ["string", "null"]}}}}},
+                "Contact": party_out, "Company": party_out,
+                "ContactInput": {**party_input, "properties": {**party_input["properties"],
+                                                               "company_id": {"type": ["integer", "null"]}}},
+                "CompanyInput": {**party_input, "properties": {**party_input["properties"],
+                                                               "tax_id": {"type": ["string", "null"]}}},
+                "User": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "login": {"type": "string"},
+                    "role": {"enum": ["manager", "head", "admin"]}, "extension": {"type": ["string", "null"]},
+                    "display_name": {"type": "string"}, "active": {"type": "boolean"}}},
+            },
+        },
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": {
+            **party_paths,
+            "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "list"}}},
+                           "post": {"summary": "Create a user (admin)", "responses": {"201": {
+                               "description": "created"}, "403": error, "409": error, "422": error}}},
+            "/api/users/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "get": {"summary": "One user", "responses": {"200": {"description": "found", "content": {
+                    "application/json": {"schema": _schema_ref("User")}}}, "404": error}},
+                "put": {"summary": "Update a user (admin)", "responses": {"200": {"description": "updated"},
+                                                                         "403": error}}},
+        },
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_spec())
+
+
+def setup(app: web.Application) -> None:
+    router = app.router
+    section = "{section:contacts|companies}"
+    router.add_get(f"/api/{section}", list_parties)
+    router.add_post(f"/api/{section}", create_party)
+    router.add_get(f"/api/{section}/{{party_id:\\d+}}", get_party)
+    router.add_put(f"/api/{section}/{{party_id:\\d+}}", update_party)
+    router.add_patch(f"/api/{section}/{{party_id:\\d+}}", update_party)
+    router.add_get("/api/users", list_users)
+    router.add_post("/api/users", create_user)
+    router.add_get("/api/users/{user_id:\\d+}", get_user)
+    router.add_put("/api/users/{user_id:\\d+}", update_user)
+    router.add_get("/api/openapi.json", openapi)

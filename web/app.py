@@ -1,0 +1,115 @@
+"""The aiohttp application factory: middlewares, templates, routes, resources."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import jinja2
+from aiohttp import web
+
+from crm import errors
+from crm.phones import format_phone
+from crm.settings import Settings
+from web import api, auth, health, keys, pages
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+_STATUS_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "too_large", 422: "validation_error", 429: "too_many_requests", 500: "server_error",
+}
+
+
+def error_body(status: int, message: str, field: str | None = None) -> dict:
+    """The one error shape of the JSON API."""
+    return {"error": {"status": status, "code": _STATUS_CODES.get(status, "error"), "message": message,
+                      "field": field}}
+
+
+def _json_error(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response(error_body(status, message, field), status=status)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    is_api = request.path.startswith("/api/")
+    try:
+        return await handler(request)
+    except errors.ValidationError as exc:
+        if is_api:
+            return _json_error(422, exc.message, exc.field)
+        raise web.HTTPUnprocessableEntity(text=str(exc)) from exc
+    except errors.NotFound as exc:
+        if is_api:
+            return _json_error(404, f"{exc} not found")
+        raise web.HTTPNotFound(text=f"{exc} not found") from exc
+    except errors.Forbidden as exc:
+        if is_api:
+            return _json_error(403, str(exc))
+        raise web.HTTPForbidden(text=str(exc)) from exc
+    except errors.Conflict as exc:
+        if is_api:
+            return _json_error(409, str(exc))
+        raise web.HTTPConflict(text=str(exc)) from exc
+    except web.HTTPException as exc:
+        if is_api and exc.status >= 400:
+            return _json_error(exc.status, exc.reason if exc.text in (None, "", f"{exc.status}: {exc.reason}")
+                               else exc.text)
+        raise
+    except json.JSONDecodeError:
+        if is_api:
+            return _json_error(400, "the body is not valid JSON")
+        raise web.HTTPBadRequest() from None
+    except Exception:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        if is_api:
+            return _json_error(500, "internal error; it has been logged")
+        raise web.HTTPInternalServerError() from None
+
+
+def make_templates(settings: Settings) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,  # caller IDs and e-mails are chosen by strangers: never markup
+        undefined=jinja2.StrictUndefined,
+        enable_async=False,
+    )
+    zone = ZoneInfo(settings.timezone)
+    env.filters["phone"] = lambda e164, ext=None: format_phone(e164, ext)
+    env.filters["localtime"] = lambda dt, fmt="%d.%m.%Y %H:%M": dt.astimezone(zone).strftime(fmt) if dt else ""
+    env.filters["duration"] = format_duration
+    env.globals["demo"] = settings.demo
+    return env
+
+
+def format_duration(seconds: float | int | None) -> str:
+    """65 → '1:05'; 3725 → '1:02:05'."""
+    if seconds is None:
+        return ""
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
+    """Build the app around an open pool; telephony and sockets attach through their own keys."""
+    app = web.Application(middlewares=[error_middleware, auth.auth_middleware], client_max_size=2 * 1024 * 1024)
+    app[keys.SETTINGS] = settings
+    app[keys.POOL] = pool
+    app[keys.TEMPLATES] = make_templates(settings)
+    health.setup(app)
+    pages.setup(app)
+    api.setup(app)
+    app.router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
+    return app

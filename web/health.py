@@ -1,0 +1,42 @@
+"""Liveness and readiness probes with JSON bodies."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from crm.db import pending_migrations
+from web import keys
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, object] = {}
+    ready = True
+    try:
+        async with asyncio.timeout(2):
+            async with request.app[keys.POOL].acquire() as conn:
+                pending = await pending_migrations(conn)
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if not pending else f"{len(pending)} pending"
+        ready = not pending
+    except (OSError, TimeoutError, Exception) as exc:  # any failure means "not ready", never a 500
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        ready = False
+    telephony = request.app.get(keys.TELEPHONY)
+    if telephony is not None:
+        pbx_states = telephony.pbx_status()
+        checks["pbx"] = pbx_states
+        if any(state["state"] != "connected" for state in pbx_states.values()):
+            ready = False
+    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
+                             status=200 if ready else 503)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

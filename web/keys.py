@@ -1,0 +1,25 @@
+"""Typed application keys: the one place collaborators are registered on the aiohttp app."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+import jinja2
+from aiohttp import web
+
+from crm.settings import Settings
+from crm.users import User
+
+if TYPE_CHECKING:
+    pass
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+TELEPHONY = web.AppKey("telephony", "TelephonyService")
+
+# Per-request: who is asking, their session's CSRF token, and whether they came with an API token.
+USER = web.RequestKey("user", User | None)
+CSRF = web.RequestKey("csrf_token", str | None)
+VIA_TOKEN = web.RequestKey("via_token", bool)

@@ -294,7 +294,10 @@ class CallTracker:
             return None, []  # an event delivered again after its call ended
         out: list = []
         call = self.calls.get(call_id)
-        first = call is None
+        # Asterisk gives a call's first channel Uniqueid == Linkedid; met late (we joined mid-call),
+        # it still becomes the call's first leg.
+        originator = channel.uniqueid == channel.linkedid == call_id
+        first = call is None or (originator and call.first_leg != channel.uniqueid)
         kind, extension = self._classify(channel, dial_string, first=first)
         leg = Leg(channel.uniqueid, call_id, channel.name, kind, extension, ts, channel.caller_num,
                   channel.caller_name, channel.exten, channel.context)
@@ -305,6 +308,9 @@ class CallTracker:
             call.legs.append(leg.uniqueid)
             direction, caller, caller_name, callee = self._parties(call)
             out.append(CallStarted(self.pbx, call_id, ts, direction, caller, caller_name, callee))
+        elif first:
+            call.legs.insert(0, leg.uniqueid)
+            call.first_leg, call.started = leg.uniqueid, min(call.started, ts)
         else:
             call.legs.append(leg.uniqueid)
         return leg, out

@@ -15,7 +15,7 @@ from aiohttp import web
 from crm import errors
 from crm.phones import format_phone
 from crm.settings import Settings
-from web import api, auth, health, keys, pages
+from web import api, auth, health, keys, pages, telephony
 
 logger = logging.getLogger(__name__)
 
@@ -111,5 +111,6 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     health.setup(app)
     pages.setup(app)
     api.setup(app)
+    telephony.setup(app)
     app.router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
     return app

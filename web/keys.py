@@ -18,6 +18,8 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 TELEPHONY = web.AppKey("telephony", "TelephonyService")
+NOTIFIER = web.AppKey("notifier", "Notifier")
+DEMO_SIMULATOR = web.AppKey("demo_simulator", "AmiSimulator")
 
 # Per-request: who is asking, their session's CSRF token, and whether they came with an API token.
 USER = web.RequestKey("user", User | None)

@@ -1,0 +1,234 @@
+"""Call log storage: idempotent upserts of finished calls and legs; the raw AMI journal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import asyncpg
+
+from crm.errors import NotFound
+from crm.users import User
+
+
+class LegLike(Protocol):
+    uniqueid: str
+    channel: str
+    kind: str
+    extension: str | None
+    created_at: float
+    answered_at: float | None
+    ended_at: float | None
+    hangup_cause: int | None
+
+
+class TransferLike(Protocol):
+    from_: str | None
+    to: str | None
+    kind: str
+
+
+class CallRecordLike(Protocol):
+    """What cti's CallRecord offers; crm does not import cti."""
+
+    pbx: str
+    call_id: str
+    direction: str
+    caller: str
+    caller_name: str
+    callee: str
+    started_at: float
+    answered_at: float | None
+    ended_at: float
+    outcome: str
+    reason: str
+    answered_by: str | None
+    agents_rang: Sequence[str]
+    queue: str | None
+    ring_seconds: int
+    talk_seconds: int
+    recording: str | None
+    transfers: Sequence[TransferLike]
+    talk_by_agent: Sequence[tuple[str, int]]
+    legs: Sequence[LegLike]
+    recovered: bool
+    originated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    id: int
+    pbx: str
+    linkedid: str
+    direction: str
+    caller: str
+    caller_e164: str | None
+    caller_name: str
+    callee: str
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime
+    outcome: str
+    reason: str
+    answered_by: str | None
+    agents_rang: list[str]
+    queue: str | None
+    ring_seconds: int
+    talk_seconds: int
+    recording: str | None
+    transfers: list[dict[str, Any]]
+    recovered: bool
+    user_id: int | None
+    user_name: str | None
+    contact_id: int | None
+    contact_name: str | None
+    company_id: int | None
+    company_name: str | None
+
+    @property
+    def duration_seconds(self) -> int:
+        return self.ring_seconds + self.talk_seconds
+
+
+# The user a call belongs to: who answered an inbound call, who placed an outbound one.
+USER_OF_EXTENSION = "SELECT id FROM users WHERE extension = $1"
+# Exact E.164 match only here; suffix matching and leads belong to caller matching.
+PARTY_OF_PHONE = """
+SELECT coalesce(p.contact_id, NULL) AS contact_id,
+       coalesce(p.company_id, c.company_id) AS company_id
+FROM phones p LEFT JOIN contacts c ON c.id = p.contact_id
+WHERE p.e164 = $1 ORDER BY p.contact_id IS NULL, p.id LIMIT 1
+"""
+UPSERT_CALL = """
+INSERT INTO calls (pbx, linkedid, direction, caller, caller_e164, caller_name, callee, started_at, answered_at,
+                   ended_at, outcome, reason, answered_by, agents_rang, queue, ring_seconds, talk_seconds,
+                   recording, transfers, talk_by_agent, recovered, originated, user_id, contact_id, company_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+        $23, $24, $25)
+ON CONFLICT (pbx, linkedid) DO UPDATE SET
+    direction = EXCLUDED.direction, caller = EXCLUDED.caller, caller_e164 = EXCLUDED.caller_e164,
+    caller_name = EXCLUDED.caller_name, callee = EXCLUDED.callee, started_at = EXCLUDED.started_at,
+    answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at, outcome = EXCLUDED.outcome,
+    reason = EXCLUDED.reason, answered_by = EXCLUDED.answered_by, agents_rang = EXCLUDED.agents_rang,
+    queue = EXCLUDED.queue, ring_seconds = EXCLUDED.ring_seconds, talk_seconds = EXCLUDED.talk_seconds,
+    recording = coalesce(EXCLUDED.recording, calls.recording), transfers = EXCLUDED.transfers,
+    talk_by_agent = EXCLUDED.talk_by_agent, recovered = EXCLUDED.recovered, originated = EXCLUDED.originated,
+    user_id = EXCLUDED.user_id, contact_id = coalesce(calls.contact_id, EXCLUDED.contact_id),
+    company_id = coalesce(calls.company_id, EXCLUDED.company_id)
+RETURNING id
+"""
+UPSERT_LEG = """
+INSERT INTO call_legs (call_id, pbx, uniqueid, channel, kind, extension, created_at, answered_at, ended_at,
+                       hangup_cause)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (pbx, uniqueid) DO UPDATE SET
+    call_id = EXCLUDED.call_id, channel = EXCLUDED.channel, kind = EXCLUDED.kind, extension = EXCLUDED.extension,
+    created_at = EXCLUDED.created_at, answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at,
+    hangup_cause = EXCLUDED.hangup_cause
+"""
+_CALL_SELECT = """
+SELECT c.id, c.pbx, c.linkedid, c.direction, c.caller, c.caller_e164, c.caller_name, c.callee, c.started_at,
+       c.answered_at, c.ended_at, c.outcome, c.reason, c.answered_by, c.agents_rang, c.queue, c.ring_seconds,
+       c.talk_seconds, c.recording, c.transfers, c.recovered, c.user_id, u.display_name AS user_name,
+       c.contact_id, ct.name AS contact_name, c.company_id, co.name AS company_name
+FROM calls c
+LEFT JOIN users u ON u.id = c.user_id
+LEFT JOIN contacts ct ON ct.id = c.contact_id
+LEFT JOIN companies co ON co.id = c.company_id
+"""
+# A manager sees their own calls and calls of their clients; head and admin see all.
+LIST_CALLS = _CALL_SELECT + """
+WHERE ($1::bigint IS NULL OR c.user_id = $1 OR ct.manager_id = $1 OR co.manager_id = $1)
+  AND ($2::timestamptz IS NULL OR c.started_at >= $2)
+  AND ($3::timestamptz IS NULL OR c.started_at < $3)
+  AND ($4::text IS NULL OR c.outcome = $4)
+ORDER BY c.started_at DESC, c.id DESC LIMIT $5 OFFSET $6
+"""
+GET_CALL = _CALL_SELECT + """
+WHERE c.id = $1 AND ($2::bigint IS NULL OR c.user_id = $2 OR ct.manager_id = $2 OR co.manager_id = $2)
+"""
+LIST_PARTY_CALLS = _CALL_SELECT + """
+WHERE (c.contact_id = $1 OR ($2::bigint IS NOT NULL AND c.company_id = $2))
+ORDER BY c.started_at DESC LIMIT $3
+"""
+COUNT_LEGS = "SELECT count(*) FROM call_legs WHERE call_id = $1"
+INSERT_JOURNAL = "INSERT INTO ami_journal (pbx, received_at, linkedid, raw) VALUES ($1, $2, $3, $4)"
+SELECT_JOURNAL = "SELECT raw FROM ami_journal WHERE pbx = $1 AND linkedid = $2 ORDER BY id"
+DELETE_OLD_JOURNAL = "DELETE FROM ami_journal WHERE received_at < $1"
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+async def save_call(conn: asyncpg.Connection, record: CallRecordLike) -> int:
+    """Insert or update one finished call and its legs; the same record twice leaves the same rows."""
+    owner_extension = record.answered_by if record.direction != "outbound" else record.caller
+    user_id = await conn.fetchval(USER_OF_EXTENSION, owner_extension) if owner_extension else None
+    caller_e164 = record.caller if record.caller.startswith("+") else None
+    party_number = caller_e164 if record.direction == "inbound" else (
+        record.callee if record.callee.startswith("+") else None)
+    party = await conn.fetchrow(PARTY_OF_PHONE, party_number) if party_number else None
+    async with conn.transaction():
+        call_id = await conn.fetchval(
+            UPSERT_CALL, record.pbx, record.call_id, record.direction, record.caller, caller_e164,
+            record.caller_name[:200], record.callee, _dt(record.started_at), _dt(record.answered_at),
+            _dt(record.ended_at), record.outcome, record.reason, record.answered_by, list(record.agents_rang),
+            record.queue, record.ring_seconds, record.talk_seconds, record.recording,
+            json.dumps([{"from": t.from_, "to": t.to, "kind": t.kind} for t in record.transfers]),
+            json.dumps(dict(record.talk_by_agent)), record.recovered, record.originated, user_id,
+            party["contact_id"] if party else None, party["company_id"] if party else None)
+        if record.legs:
+            await conn.executemany(UPSERT_LEG, [
+                (call_id, record.pbx, leg.uniqueid, leg.channel, leg.kind, leg.extension, _dt(leg.created_at),
+                 _dt(leg.answered_at), _dt(leg.ended_at), leg.hangup_cause) for leg in record.legs])
+    return call_id
+
+
+def _row(row: asyncpg.Record) -> CallRow:
+    data = dict(row)
+    data["transfers"] = json.loads(data["transfers"]) if isinstance(data["transfers"], str) else data["transfers"]
+    data["agents_rang"] = list(data["agents_rang"])
+    return CallRow(**data)
+
+
+async def list_calls(conn: asyncpg.Connection, viewer: User, since: datetime | None = None,
+                     until: datetime | None = None, outcome: str | None = None, limit: int = 100,
+                     offset: int = 0) -> list[CallRow]:
+    scope = None if viewer.sees_everything else viewer.id
+    rows = await conn.fetch(LIST_CALLS, scope, since, until, outcome, limit, offset)
+    return [_row(row) for row in rows]
+
+
+async def get_call(conn: asyncpg.Connection, viewer: User, call_id: int) -> CallRow:
+    """Raise NotFound also when the viewer may not see it."""
+    row = await conn.fetchrow(GET_CALL, call_id, None if viewer.sees_everything else viewer.id)
+    if row is None:
+        raise NotFound("call")
+    return _row(row)
+
+
+async def list_party_calls(conn: asyncpg.Connection, contact_id: int | None, company_id: int | None,
+                           limit: int = 50) -> list[CallRow]:
+    return [_row(row) for row in await conn.fetch(LIST_PARTY_CALLS, contact_id, company_id, limit)]
+
+
+async def count_legs(conn: asyncpg.Connection, call_id: int) -> int:
+    return await conn.fetchval(COUNT_LEGS, call_id)
+
+
+async def append_journal(conn: asyncpg.Connection, rows: Sequence[tuple[str, datetime, str | None, str]]) -> None:
+    """Rows of (pbx, received_at, linkedid, raw message)."""
+    await conn.executemany(INSERT_JOURNAL, rows)
+
+
+async def read_journal(conn: asyncpg.Connection, pbx: str, linkedid: str) -> list[str]:
+    return [row["raw"] for row in await conn.fetch(SELECT_JOURNAL, pbx, linkedid)]
+
+
+async def purge_journal(conn: asyncpg.Connection, keep: timedelta, now: datetime) -> int:
+    result = await conn.execute(DELETE_OLD_JOURNAL, now - keep)
+    return int(result.split()[-1])

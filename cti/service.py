@@ -1,0 +1,192 @@
+"""Telephony service: AMI connectors → one ordered queue → CallTracker per PBX → call log + notifier."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import asyncpg
+
+from crm import calls as calls_db
+from crm.settings import PbxSettings, Settings
+from cti import events as ev
+from cti.ami import AmiConnector
+from cti.calls import CallEnded, CallTracker, DirectionRules
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_FLUSH_SECONDS = 1.0
+JOURNAL_KEEP = timedelta(days=14)
+SAVE_RETRY_SECONDS = 2.0
+
+
+class Notifier(Protocol):
+    """What cti tells the outside world (browsers); web/ implements it. Must not raise."""
+
+    async def call_event(self, event: object) -> None: ...
+
+
+class QuietNotifier:
+    """For processes with nobody to tell (replay tools, tests of storage alone)."""
+
+    async def call_event(self, event: object) -> None:
+        return None
+
+
+def rules_from(settings: Settings) -> DirectionRules:
+    return DirectionRules(frozenset(settings.trunk_endpoints), frozenset(settings.inbound_contexts),
+                          settings.phone_region)
+
+
+def _linkedid(event: ev.AmiEvent) -> str | None:
+    channel = getattr(event, "channel", None) or getattr(event, "dest", None) or getattr(event, "caller", None)
+    return channel.linkedid if isinstance(channel, ev.ChannelInfo) else None
+
+
+class TelephonyService:
+    """Owns the connectors, the trackers and the one consumer task; applies call events in order."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, notifier: Notifier,
+                 pbxes: tuple[PbxSettings, ...] | None = None,
+                 connector_factory: Callable[..., AmiConnector] = AmiConnector) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.notifier = notifier
+        self.rules = rules_from(settings)
+        pbx_list = settings.pbxes if pbxes is None else pbxes
+        self.queue: asyncio.Queue[tuple[str, ev.AmiEvent, str]] = asyncio.Queue()
+        self.trackers = {pbx.name: CallTracker(pbx.name, self.rules) for pbx in pbx_list}
+        self.connectors = {pbx.name: connector_factory(pbx, self.sink) for pbx in pbx_list}
+        self._journal: list[tuple[str, datetime, str | None, str]] = []
+        self._unsaved: list[CallEnded] = []
+        self._tasks: list[asyncio.Task] = []
+        self.saved_calls = 0
+
+    # The synchronous sink panoramisk's callback path calls: order is kept by the queue.
+    def sink(self, pbx: str, event: ev.AmiEvent, raw: str) -> None:
+        self.queue.put_nowait((pbx, event, raw))
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._consume(), name="ami-consumer"),
+                       asyncio.create_task(self._every(JOURNAL_FLUSH_SECONDS, self._flush), name="ami-journal"),
+                       asyncio.create_task(self._every(3600, self._purge_journal), name="journal-retention")]
+        for connector in self.connectors.values():
+            await connector.start()
+
+    async def stop(self) -> None:
+        for connector in self.connectors.values():
+            await connector.close()
+        await self.drain()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait until every queued event has been applied (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while (self.queue.qsize() or self.queue._unfinished_tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                logger.exception("periodic job %s failed; it runs again later", job.__name__)
+
+    async def _consume(self) -> None:
+        while True:
+            pbx, event, raw = await self.queue.get()
+            try:
+                self._journal.append((pbx, datetime.now(UTC), _linkedid(event), raw))
+                for call_event in self.trackers[pbx].handle(event):
+                    await self._apply(call_event)
+            except Exception:
+                logger.exception("AMI event from %s could not be applied: %.120r", pbx, raw)
+            finally:
+                self.queue.task_done()
+
+    async def _apply(self, call_event: object) -> None:
+        if isinstance(call_event, CallEnded):
+            self._unsaved.append(call_event)
+            await self._save_pending()
+        try:
+            await self.notifier.call_event(call_event)
+        except Exception:
+            logger.exception("notifier failed on %s", type(call_event).__name__)
+
+    async def _save_pending(self) -> None:
+        """Write finished calls; on a database failure keep them and try again, never drop one."""
+        while self._unsaved:
+            ended = self._unsaved[0]
+            try:
+                async with self.pool.acquire() as conn:
+                    await calls_db.save_call(conn, ended.record)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                logger.error("call %s not saved yet (%s); %d waiting", ended.call_id, exc, len(self._unsaved))
+                asyncio.get_running_loop().call_later(SAVE_RETRY_SECONDS, self._retry_save)
+                return
+            self._unsaved.pop(0)
+            self.saved_calls += 1
+
+    def _retry_save(self) -> None:
+        task = asyncio.create_task(self._save_pending())
+        self._tasks.append(task)
+
+    async def _flush(self) -> None:
+        if not self._journal:
+            return
+        rows, self._journal = self._journal, []
+        try:
+            async with self.pool.acquire() as conn:
+                await calls_db.append_journal(conn, rows)
+        except (OSError, asyncpg.PostgresError) as exc:
+            logger.error("AMI journal not written (%s); keeping %d rows for the next try", exc, len(rows))
+            self._journal = rows + self._journal
+
+    async def _purge_journal(self) -> None:
+        async with self.pool.acquire() as conn:
+            removed = await calls_db.purge_journal(conn, JOURNAL_KEEP, datetime.now(UTC))
+        if removed:
+            logger.info("AMI journal: removed %d events older than %s", removed, JOURNAL_KEEP)
+
+    # ------------------------------------------------------------ what the web asks
+
+    def pbx_status(self) -> dict[str, dict[str, object]]:
+        return {name: {"state": c.state.state, "detail": c.state.detail,
+                       "since": datetime.fromtimestamp(c.state.since, UTC).isoformat(timespec="seconds"),
+                       "events": c.events}
+                for name, c in self.connectors.items()}
+
+    def agent_states(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for tracker in self.trackers.values():
+            merged.update(tracker.agent_states())
+        return merged
+
+    def default_pbx(self) -> str | None:
+        return next(iter(self.connectors), None)
+
+    async def originate(self, pbx: str, extension: str, number: str, caller_name: str,
+                        context: str = "from-internal") -> str:
+        """Click-to-call: ring the agent's phone, then dial the number from it."""
+        connector = self.connectors.get(pbx)
+        if connector is None:
+            raise LookupError(f"no PBX named {pbx!r}")
+        # Everything below goes into an AMI action: no line breaks, no header smuggling.
+        if not re.fullmatch(r"\d{2,6}", extension) or not re.fullmatch(r"\+?\d{3,20}", number):
+            raise ValueError("extension must be 2-6 digits and the number 3-20 digits")
+        caller_name = re.sub(r'[\r\n"<>\\]', "", caller_name)[:40]
+        action_id = f"c2c-{extension}-{int(time.time() * 1000)}"
+        response = await connector.originate(f"PJSIP/{extension}", context, number,
+                                             f'"{caller_name}" <{extension}>', action_id=action_id)
+        if not response.success:
+            raise ConnectionError(response.get("Message", "the PBX refused the call"))
+        return action_id

@@ -1,0 +1,250 @@
+"""The call model on Asterisk behaviour beyond the shared captures: abandons, timeouts, transfers, resync."""
+
+from cti.calls import AgentRinging, CallTracker
+from tests.cti.builder import Pbx
+
+DID = "74951234567"
+
+
+def inbound(pbx: Pbx, caller: str = "79160000101", name: str = "Ivan Petrov"):
+    trunk = pbx.chan("trunk", num=caller, name=name, context="from-trunk", exten=DID, state=4)
+    pbx.emit("Newchannel", trunk)
+    return trunk
+
+
+def ring(pbx: Pbx, trunk, extension: str, queue: str | None = None):
+    agent = pbx.chan(extension, trunk.linkedid, name=f"Agent {extension}")
+    pbx.emit("Newchannel", agent)
+    if queue:
+        pbx.emit("AgentCalled", trunk, agent, Queue=queue, Interface=f"PJSIP/{extension}")
+    pbx.emit("DialBegin", trunk, agent, DialString=f"PJSIP/{extension}")
+    pbx.state(agent, 5)
+    return agent
+
+
+def answer(pbx: Pbx, trunk, agent):
+    pbx.state(agent, 6).emit("DialEnd", trunk, agent, DialStatus="ANSWER").state(trunk, 6)
+    pbx.emit("BridgeEnter", agent, BridgeUniqueid="b1").emit("BridgeEnter", trunk, BridgeUniqueid="b1")
+
+
+def test_caller_hangs_up_while_the_queue_rings_is_abandoned():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    pbx.emit("QueueCallerJoin", trunk, Queue="sales", Position="1", Count="1")
+    a101, a102 = ring(pbx, trunk, "101", "sales"), ring(pbx, trunk, "102", "sales")
+    pbx.tick(6)
+    pbx.emit("HangupRequest", trunk, Cause="127").emit("QueueCallerAbandon", trunk, Queue="sales", HoldTime="6")
+    for agent in (a101, a102):
+        pbx.emit("DialEnd", trunk, agent, DialStatus="CANCEL").hangup(agent, 0)
+    pbx.hangup(trunk, 127)
+    (call,), _ = pbx.run()
+    assert (call.outcome, call.reason, call.agents_rang, call.queue, call.ring_seconds) == (
+        "abandoned", "abandoned_while_ringing", ("101", "102"), "sales", 6)
+
+
+def test_queue_timeout_is_missed_not_abandoned_although_asterisk_says_abandon():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    pbx.emit("QueueCallerJoin", trunk, Queue="sales", Position="1", Count="1")
+    a101, a102 = ring(pbx, trunk, "101", "sales"), ring(pbx, trunk, "102", "sales")
+    pbx.tick(15)
+    for agent in (a101, a102):
+        pbx.emit("AgentRingNoAnswer", trunk, agent, Queue="sales", Interface=agent.name[:9], RingTime="15")
+        pbx.emit("DialEnd", trunk, agent, DialStatus="NOANSWER").hangup(agent, 0)
+    pbx.tick(15)
+    # Queue(sales,tr,,,30) gives up: QueueCallerAbandon, then the dialplan's Hangup(19).
+    pbx.emit("QueueCallerAbandon", trunk, Queue="sales", HoldTime="30")
+    pbx.hangup(trunk, 19, far_end=False)
+    (call,), _ = pbx.run()
+    assert (call.outcome, call.reason, call.ring_seconds) == ("missed", "no_answer", 30)
+
+
+def test_nobody_free_in_the_queue_is_missed_with_its_reason():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    pbx.emit("QueueCallerJoin", trunk, Queue="sales", Position="1", Count="1").tick(30)
+    pbx.emit("QueueCallerAbandon", trunk, Queue="sales", HoldTime="30").hangup(trunk, 19, far_end=False)
+    (call,), _ = pbx.run()
+    assert (call.outcome, call.reason, call.agents_rang) == ("missed", "no_agent_available", ())
+
+
+def test_caller_hanging_up_during_the_greeting_is_abandoned_before_routing():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    pbx.tick(4).hangup(trunk, 16, far_end=True)
+    (call,), _ = pbx.run()
+    assert (call.outcome, call.reason) == ("abandoned", "abandoned_before_routing")
+
+
+def test_attended_transfer_through_local_channels_stays_one_call():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    a101 = ring(pbx, trunk, "101")
+    pbx.tick(2)
+    answer(pbx, trunk, a101)
+    pbx.tick(10)
+    # Atxfer: Asterisk dials the target through Local/102@from-internal from 101's channel (same Linkedid).
+    one, two = pbx.local_pair("102", trunk.linkedid)
+    pbx.emit("Newchannel", one).emit("Newchannel", two)
+    a102 = pbx.chan("102", trunk.linkedid, name="Agent 102")
+    pbx.emit("Newchannel", a102).emit("DialBegin", two, a102, DialString="PJSIP/102").state(a102, 5)
+    pbx.tick(3).state(a102, 6).emit("DialEnd", two, a102, DialStatus="ANSWER")
+    pbx.tick(5)
+    pbx.emit("AttendedTransfer", None, prefixes={"OrigTransferer": a101, "SecondTransferer": a101,
+                                                 "Transferee": trunk, "TransferTarget": one},
+             Result="Success", DestType="Link")
+    pbx.hangup(a101, 16).emit("LocalOptimizationEnd", None, prefixes={"LocalOne": one, "LocalTwo": two})
+    pbx.hangup(one, 16).hangup(two, 16)
+    pbx.tick(20).hangup(trunk, 16, far_end=True).hangup(a102, 16)
+    (call,), _ = pbx.run()
+    assert (call.outcome, call.answered_by, call.agents_rang) == ("answered", "101", ("101", "102"))
+    assert [(t.from_, t.to, t.kind) for t in call.transfers] == [("101", "102", "attended")]
+    assert (call.ring_seconds, call.talk_seconds) == (2, 38)
+    assert dict(call.talk_by_agent) == {"101": 18, "102": 25}  # each agent's leg, consultation included
+    assert all(leg.kind == "local" for leg in call.legs if leg.channel.startswith("Local/"))
+
+
+def test_consultation_call_of_a_phone_joins_the_customer_call():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    a101 = ring(pbx, trunk, "101")
+    pbx.tick(2)
+    answer(pbx, trunk, a101)
+    pbx.tick(5)
+    # The phone puts the caller on hold and calls 102 itself: a new call with its own Linkedid.
+    consult = pbx.chan("101", num="101", name="Agent 101", context="from-internal", exten="102", state=4)
+    pbx.emit("Newchannel", consult)
+    a102 = pbx.chan("102", consult.linkedid, name="Agent 102")
+    pbx.emit("Newchannel", a102).emit("DialBegin", consult, a102, DialString="PJSIP/102").state(a102, 5)
+    pbx.tick(2).state(a102, 6).emit("DialEnd", consult, a102, DialStatus="ANSWER")
+    pbx.tick(4)
+    pbx.emit("AttendedTransfer", None, prefixes={"OrigTransferer": a101, "SecondTransferer": consult,
+                                                 "Transferee": trunk, "TransferTarget": a102},
+             Result="Success", DestType="Bridge")
+    pbx.hangup(a101, 16).hangup(consult, 16)
+    pbx.tick(10).hangup(trunk, 16, far_end=True).hangup(a102, 16)
+    calls, _ = pbx.run()
+    assert len(calls) == 1, [c.call_id for c in calls]
+    assert calls[0].call_id == trunk.linkedid
+    assert [(t.from_, t.to, t.kind) for t in calls[0].transfers] == [("101", "102", "attended")]
+    assert calls[0].agents_rang == ("101", "102")
+
+
+def test_internal_call_answered():
+    pbx = Pbx()
+    a101 = pbx.chan("101", name="Agent 101", exten="102", state=4)
+    pbx.emit("Newchannel", a101)
+    a102 = pbx.chan("102", a101.linkedid, name="Agent 102")
+    pbx.emit("Newchannel", a102).emit("DialBegin", a101, a102, DialString="PJSIP/102").state(a102, 5)
+    pbx.tick(3).state(a102, 6).emit("DialEnd", a101, a102, DialStatus="ANSWER").tick(7)
+    pbx.hangup(a102, 16, far_end=True).hangup(a101, 16)
+    (call,), _ = pbx.run()
+    assert (call.direction, call.caller, call.callee, call.outcome, call.answered_by) == (
+        "internal", "101", "102", "answered", "102")
+    assert (call.ring_seconds, call.talk_seconds) == (3, 7)
+
+
+def test_outbound_from_a_phone_busy_far_end():
+    pbx = Pbx()
+    a101 = pbx.chan("101", name="Agent 101", exten="79161234567", state=4)
+    pbx.emit("Newchannel", a101)
+    out = pbx.chan("trunk", a101.linkedid, num="79161234567", context="from-trunk")
+    pbx.emit("Newchannel", out).emit("DialBegin", a101, out, DialString="79161234567@trunk")
+    pbx.tick(1).emit("DialEnd", a101, out, DialStatus="BUSY").hangup(out, 17).hangup(a101, 17, far_end=False)
+    (call,), _ = pbx.run()
+    assert (call.direction, call.caller, call.callee, call.outcome) == ("outbound", "101", "+79161234567", "busy")
+
+
+def test_originate_the_agent_never_answers_is_failed():
+    pbx = Pbx()
+    a103 = pbx.chan("103", name="CTI 103")
+    pbx.emit("Newchannel", a103).emit("DialBegin", None, a103, DialString="PJSIP/103").state(a103, 5)
+    pbx.tick(30).emit("DialEnd", None, a103, DialStatus="NOANSWER").hangup(a103, 0)
+    pbx.emit("OriginateResponse", None, ActionID="c2c-1", Response="Failure", Channel="PJSIP/103",
+             Reason="3", Uniqueid="<null>")
+    (call,), _ = pbx.run()
+    assert (call.outcome, call.reason, call.originated) == ("failed", "agent_did_not_answer", True)
+
+
+def test_one_extension_on_two_devices_rang_once():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    desk = ring(pbx, trunk, "101")
+    mobile = pbx.chan("101-mobile", trunk.linkedid, num="101")
+    pbx.emit("Newchannel", mobile).emit("DialBegin", trunk, mobile, DialString="PJSIP/101-mobile")
+    pbx.state(mobile, 5).tick(4)
+    answer(pbx, trunk, mobile)
+    pbx.emit("DialEnd", trunk, desk, DialStatus="CANCEL").hangup(desk, 26)
+    pbx.tick(5).hangup(trunk, 16, far_end=True).hangup(mobile, 16)
+    (call,), _ = pbx.run()
+    assert (call.outcome, call.answered_by, call.agents_rang) == ("answered", "101", ("101",))
+
+
+def test_call_that_ended_while_disconnected_is_closed_as_unknown_not_dropped():
+    pbx = Pbx()
+    tracker = CallTracker("t")
+    trunk = inbound(pbx)
+    ring(pbx, trunk, "101")
+    assert pbx.run(tracker)[0] == []
+    # Reconnect: FullyBooted, then the channel list is empty: everything ended while we were away.
+    pbx.tick(30).emit("FullyBooted", None, timestamp=False).emit("CoreShowChannelsComplete", None, ActionID="r1")
+    (call,), _ = pbx.run(tracker)
+    assert (call.outcome, call.recovered, call.agents_rang) == ("unknown", True, ("101",))
+    assert tracker.calls == {}
+
+
+def test_answered_call_that_ended_while_disconnected_stays_answered():
+    pbx = Pbx()
+    tracker = CallTracker("t")
+    trunk = inbound(pbx)
+    agent = ring(pbx, trunk, "101")
+    pbx.tick(2)
+    answer(pbx, trunk, agent)
+    pbx.run(tracker)
+    pbx.tick(60).emit("FullyBooted", None).emit("CoreShowChannelsComplete", None)
+    (call,), _ = pbx.run(tracker)
+    assert (call.outcome, call.answered_by, call.recovered) == ("answered", "101", True)
+
+
+def test_live_call_listed_after_reconnect_goes_on():
+    pbx = Pbx()
+    tracker = CallTracker("t")
+    trunk = inbound(pbx)
+    agent = ring(pbx, trunk, "101")
+    pbx.tick(2)
+    answer(pbx, trunk, agent)
+    pbx.run(tracker)
+    pbx.tick(5).emit("FullyBooted", None)
+    pbx.emit("CoreShowChannel", trunk, ActionID="r1", Duration="00:00:07", Application="Dial")
+    pbx.emit("CoreShowChannel", agent, ActionID="r1", Duration="00:00:07", Application="AppDial")
+    pbx.emit("CoreShowChannelsComplete", None, ActionID="r1")
+    assert pbx.run(tracker)[0] == []
+    pbx.tick(10).hangup(trunk, 16, far_end=True).hangup(agent, 16)
+    (call,), _ = pbx.run(tracker)
+    assert (call.outcome, call.talk_seconds, call.recovered) == ("answered", 15, False)
+
+
+def test_withheld_and_hostile_caller_ids_are_kept_as_given():
+    pbx = Pbx()
+    trunk = inbound(pbx, caller="anonymous", name="<img src=x onerror=alert(1)>")
+    pbx.tick(3).hangup(trunk, 16, far_end=True)
+    (call,), _ = pbx.run()
+    assert (call.caller, call.caller_name, call.caller_e164) == (
+        "anonymous", "<img src=x onerror=alert(1)>", None)
+
+
+def test_only_ringing_agents_get_ringing_events():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    ring(pbx, trunk, "101")
+    _, emitted = pbx.run()
+    assert [e.extension for e in emitted if isinstance(e, AgentRinging)] == ["101"]
+
+
+def test_events_of_unknown_calls_and_garbage_change_nothing():
+    pbx = Pbx()
+    stray = pbx.chan("101", linkedid="999.1")
+    pbx.hangup(stray, 16).emit("DialEnd", None, stray, DialStatus="ANSWER").emit("BlindTransfer", None)
+    tracker = CallTracker("t")
+    assert pbx.run(tracker) == ([], [])
+    assert tracker.calls == {} and tracker.legs == {}

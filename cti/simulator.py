@@ -37,7 +37,6 @@ class SimChannel:
     state: int = 0
     connected_num: str = "<unknown>"
     connected_name: str = "<unknown>"
-    created: float = 0.0
 
     _STATE_DESC = {0: "Down", 4: "Ring", 5: "Ringing", 6: "Up"}
 
@@ -78,7 +77,6 @@ class ScriptWriter:
         self._seq = itertools.count(1)
         self._uid = itertools.count(1)
         self.clock_start = clock_start
-        self.live: dict[str, SimChannel] = {}
 
     def channel(self, endpoint: str, linkedid: str | None, caller_num: str, caller_name: str, context: str,
                 exten: str, state: int = 0) -> SimChannel:
@@ -117,13 +115,12 @@ class ScriptWriter:
         return "DeviceStateChange", [("Device", device), ("State", state)]
 
     def _hangup(self, chan: SimChannel, cause: int, text: str) -> list[tuple[str, Headers]]:
-        self.live.pop(chan.uniqueid, None)
         endpoint = chan.name.split("/")[1].rsplit("-", 1)[0]
         return [("Hangup", chan.headers() + [("Cause", str(cause)), ("Cause-txt", text)]),
                 self._device(f"PJSIP/{endpoint}", "NOT_INUSE")]
 
-    def _new(self, chan: SimChannel) -> tuple[str, Headers]:
-        self.live[chan.uniqueid] = chan
+    @staticmethod
+    def _new(chan: SimChannel) -> tuple[str, Headers]:
         return "Newchannel", chan.headers()
 
     # --------------------------------------------------------------- inbound building blocks
@@ -345,6 +342,8 @@ class AmiSimulator:
         self._tasks: set[asyncio.Task] = set()
         self.port = 0
         self.logins = 0
+        # Channels alive now, as the events played so far say: (headers, created at).
+        self.live: dict[str, tuple[dict[str, str], float]] = {}
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self.server = await asyncio.start_server(self._session, host, port)
@@ -422,6 +421,8 @@ class AmiSimulator:
                     self._send(writer, f"Response: Success\r\nActionID: {action_id}\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            return  # server shutting down; the session simply ends
         finally:
             self.clients.discard(writer)
             writer.close()
@@ -430,14 +431,14 @@ class AmiSimulator:
         self._send(writer, f"Response: Success\r\nActionID: {action_id}\r\nEventList: start\r\n"
                            "Message: Channels will follow\r\n\r\n")
         now = time.time()
-        for chan in self.writer.live.values():
-            seconds = int(now - chan.created) if chan.created else 0
-            headers = [("ActionID", action_id)] + chan.headers() + [
-                ("Application", "Dial"), ("ApplicationData", ""),
-                ("Duration", f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"), ("BridgeId", "")]
-            self._send(writer, "Event: CoreShowChannel\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n")
+        for headers, created in self.live.values():
+            seconds = int(now - created)
+            listed = [("ActionID", action_id), *headers.items(), ("Application", "Dial"), ("ApplicationData", ""),
+                      ("Duration", f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"),
+                      ("BridgeId", "")]
+            self._send(writer, "Event: CoreShowChannel\r\n" + "".join(f"{k}: {v}\r\n" for k, v in listed) + "\r\n")
         self._send(writer, f"Event: CoreShowChannelsComplete\r\nActionID: {action_id}\r\nEventList: Complete\r\n"
-                           f"ListItems: {len(self.writer.live)}\r\nListItem: {len(self.writer.live)}\r\n\r\n")
+                           f"ListItems: {len(self.live)}\r\n\r\n")
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, text: str) -> None:
@@ -457,11 +458,20 @@ class AmiSimulator:
                 await asyncio.sleep(step.delay / self.speed)
             now = time.time()
             for name, headers in step.events:
-                if name == "Newchannel":
-                    uniqueid = dict(headers)["Uniqueid"]
-                    if uniqueid in self.writer.live:
-                        self.writer.live[uniqueid].created = now
+                self._track_live(name, headers, now)
                 self.broadcast(format_event(name, headers, now))
+
+    def _track_live(self, name: str, headers: Headers, now: float) -> None:
+        if name not in ("Newchannel", "Newstate", "Hangup"):
+            return
+        fields = dict(headers)
+        uniqueid = fields.get("Uniqueid", "")
+        if name == "Hangup":
+            self.live.pop(uniqueid, None)
+        elif name == "Newchannel":
+            self.live[uniqueid] = (fields, now)
+        elif uniqueid in self.live:
+            self.live[uniqueid] = (fields, self.live[uniqueid][1])
 
     def place_call(self, caller: str, extension: str, answer_after: float | None, talk_seconds: float = 20.0,
                    caller_name: str = "") -> asyncio.Task:

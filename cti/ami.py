@@ -69,10 +69,9 @@ class _Protocol(AMIProtocol):
         connector: AmiConnector = self.factory.connector
         connector.last_data_at = time.monotonic()
         if raw.startswith("Event: "):
-            if ev.is_wanted(raw):
-                event = ev.parse_event(raw, fallback_ts=time.time())
-                if event is not None:
-                    connector.deliver(event, raw)
+            event = ev.parse_event(raw, fallback_ts=time.time())
+            if event is not None:
+                connector.deliver(event, raw)
             # List responses (CoreShowChannel…) and OriginateResponse also complete an action's future.
             if self.responses and "\r\nActionID: " in raw:
                 message = Message.from_line(raw)

@@ -12,6 +12,7 @@ import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from crm.phones import normalise_caller
 from cti import events as ev
@@ -26,6 +27,9 @@ FAILURE_CAUSES = frozenset({27, 34, 38, 41, 42, 44, 47, 58, 66, 88, 102, 111})
 # 127 is how chan_pjsip reports a caller's CANCEL ('Interworking, unspecified'), not 16 or 487.
 CALLER_CLEARED_CAUSES = frozenset({16, 127, 487})
 FINISHED_MEMORY = 50_000
+_EXTENSION = re.compile(r"\d{2,6}")
+_EXTENSION_PREFIX = re.compile(r"(\d{2,6})(?:\D|$)")
+_OUTSIDE_NUMBER = re.compile(r"\+?\d{7,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,10 +267,10 @@ class CallTracker:
             return "trunk", None
         if first and channel.context in self.rules.inbound_contexts:
             return "trunk", None
-        match = re.match(r"(\d{2,6})(?:\D|$)", endpoint)
+        match = _EXTENSION_PREFIX.match(endpoint)
         if match:
             return "agent", match.group(1)
-        if re.fullmatch(r"\d{2,6}", channel.caller_num or ""):
+        if _EXTENSION.fullmatch(channel.caller_num or ""):
             return "agent", channel.caller_num
         return "other", None
 
@@ -278,7 +282,7 @@ class CallTracker:
 
     def _number(self, text: str) -> str:
         """E.164 when it is a phone number, else as given (extensions, 'anonymous')."""
-        return normalise_caller(text, self.rules.region) or (text or "")
+        return _normalised(text or "", self.rules.region)
 
     # ------------------------------------------------------------ legs and calls
 
@@ -551,7 +555,7 @@ class CallTracker:
             if tech == "Local":
                 return endpoint.split("@")[0]
         for channel in candidates:
-            if re.fullmatch(r"\d{2,6}", channel.connected_num or "") and channel.connected_num != transferer:
+            if _EXTENSION.fullmatch(channel.connected_num or "") and channel.connected_num != transferer:
                 return channel.connected_num
         return None
 
@@ -583,13 +587,13 @@ class CallTracker:
         tech, _, endpoint = event.device.partition("/")
         if tech in ("Queue", "Local", "") or endpoint in self.rules.trunk_endpoints:
             return []
-        match = re.fullmatch(r"(\d{2,6})\D*.*", endpoint)
+        match = _EXTENSION_PREFIX.match(endpoint)
         if not match:
             return []
         return self._set_agent_state(match.group(1), _DEVICE_STATES.get(event.state, "unknown"), self._ts(event))
 
     def _on_extension_state(self, event: ev.ExtensionStateChanged) -> list:
-        if not re.fullmatch(r"\d{2,6}", event.exten):
+        if not _EXTENSION.fullmatch(event.exten):
             return []
         return self._set_agent_state(event.exten, _EXTENSION_STATES.get(event.status, "unknown"), self._ts(event))
 
@@ -654,7 +658,7 @@ class CallTracker:
         if event.start is not None:
             call.started = min(call.started, event.start)
         _, endpoint = channel_endpoint(event.dest_channel) if event.dest_channel else ("", "")
-        match = re.match(r"(\d{2,6})(?:\D|$)", endpoint)
+        match = _EXTENSION_PREFIX.match(endpoint)
         extension = match.group(1) if match else None
         if extension and extension not in call.cdr_agents:
             call.cdr_agents.append(extension)
@@ -673,7 +677,7 @@ class CallTracker:
             return "outbound"
         # Number shapes when no trunk leg was seen (yet): an outside number dialled is outbound.
         dialled = call.dialled_number or ""
-        if re.fullmatch(r"\+?\d{7,}", dialled):
+        if _OUTSIDE_NUMBER.fullmatch(dialled):
             return "outbound"
         return "internal"
 
@@ -789,6 +793,12 @@ class CallTracker:
             call.recovered = True
             out.append(self._finish(call))
         return out
+
+
+@lru_cache(maxsize=8192)
+def _normalised(text: str, region: str) -> str:
+    # phonenumbers is slow (~50 µs); the same few numbers recur on every event of a call.
+    return normalise_caller(text, region) or text
 
 
 def _seconds(value: float) -> int:

@@ -57,12 +57,15 @@ class FrameSplitter:
 
 
 def parse_headers(raw: str) -> dict[str, str]:
-    """'Key: value' lines → dict; the first value wins for repeated keys; junk lines are skipped."""
+    """'Key: value' lines → dict; the first value wins for repeated keys; junk lines are skipped.
+
+    A plain loop over str.partition measured faster here than a regex findall or find() per header.
+    """
     headers: dict[str, str] = {}
     for line in raw.split("\r\n"):
-        key, sep, value = line.partition(":")
-        if sep and key and key not in headers:
-            headers[key.strip()] = value[1:] if value.startswith(" ") else value
+        key, sep, value = line.partition(": ")
+        if sep and key not in headers:
+            headers[key] = value
     return headers
 
 
@@ -276,22 +279,21 @@ def _int(value: str | None, default: int = 0) -> int:
         return default
 
 
+_CHANNEL_KEYS = {prefix: tuple(prefix + key for key in (
+    "Uniqueid", "Channel", "Linkedid", "ChannelState", "CallerIDNum", "CallerIDName", "ConnectedLineNum",
+    "Context", "Exten")) for prefix in ("", "Dest", "Transferer", "Transferee", "OrigTransferer",
+                                       "SecondTransferer", "TransferTarget", "LocalOne", "LocalTwo")}
+
+
 def _channel(h: dict[str, str], prefix: str = "") -> ChannelInfo | None:
-    uniqueid = h.get(prefix + "Uniqueid")
-    name = h.get(prefix + "Channel")
+    k_uid, k_chan, k_linked, k_state, k_num, k_name, k_conn, k_ctx, k_exten = _CHANNEL_KEYS[prefix]
+    uniqueid = h.get(k_uid)
+    name = h.get(k_chan)
     if not uniqueid or not name:
         return None
-    return ChannelInfo(
-        uniqueid=uniqueid,
-        linkedid=h.get(prefix + "Linkedid") or uniqueid,
-        name=name,
-        state=_int(h.get(prefix + "ChannelState")),
-        caller_num=h.get(prefix + "CallerIDNum", ""),
-        caller_name=h.get(prefix + "CallerIDName", ""),
-        connected_num=h.get(prefix + "ConnectedLineNum", ""),
-        context=h.get(prefix + "Context", ""),
-        exten=h.get(prefix + "Exten", ""),
-    )
+    state = h.get(k_state, "0")
+    return ChannelInfo(uniqueid, h.get(k_linked) or uniqueid, name, int(state) if state.isdigit() else 0,
+                       h.get(k_num, ""), h.get(k_name, ""), h.get(k_conn, ""), h.get(k_ctx, ""), h.get(k_exten, ""))
 
 
 def _ts(h: dict[str, str], fallback: float | None) -> float | None:
@@ -505,9 +507,12 @@ def is_wanted(raw: str) -> bool:
 
 def parse_event(raw: str, fallback_ts: float | None = None) -> AmiEvent | None:
     """A raw message → a typed event, or None for what the call model does not need or cannot use."""
-    name = event_name(raw)
-    converter = CONVERTERS.get(name) if name else None
-    if converter is None or (name == "VarSet" and _VARSET_KEPT not in raw):
+    # The name is the first line; most messages (Newexten, VarSet, RTCP*) stop right here.
+    if not raw.startswith("Event: "):
+        return None
+    end = raw.find("\r\n")
+    converter = CONVERTERS.get(raw[7:end] if end != -1 else raw[7:])
+    if converter is None or (converter is _varset and _VARSET_KEPT not in raw):
         return None
     headers = parse_headers(raw)
     return converter(headers, _ts(headers, fallback_ts))

@@ -301,15 +301,29 @@ def random_caller(rng: random.Random) -> tuple[str, str]:
     return f"7916{rng.randrange(10**7):07d}", rng.choice(names)
 
 
+_NOISE = (("VarSet", [("Variable", "BRIDGEPEER"), ("Value", "PJSIP/101-00000001")]),
+          ("VarSet", [("Variable", "DIALSTATUS"), ("Value", "")]),
+          ("Newexten", [("Extension", "74952000000"), ("Application", "Set"), ("AppData", "X=1")]),
+          ("VarSet", [("Variable", "RTPAUDIOQOS"), ("Value", "ssrc=1;themssrc=2;lp=0;rxjitter=0.000")]),
+          ("RTCPSent", [("To", "127.0.0.1:10001"), ("SSRC", "0x1"), ("PT", "200(SR)"), ("ReportCount", "1")]),
+          ("RTCPReceived", [("From", "127.0.0.1:10001"), ("PT", "201(RR)"), ("ReceptionReports", "1")]))
+
+
 def generate_stream(calls: int, scenario: str = "mix", seed: int = 1, noise: bool = True,
-                    overlap: int = 20) -> Iterator[str]:
-    """Frames for `calls` calls with virtual timestamps, `overlap` calls interleaved at a time."""
+                    overlap: int = 20, noise_ratio: float | None = None) -> Iterator[str]:
+    """Frames for `calls` calls with virtual timestamps, `overlap` calls interleaved at a time.
+
+    With `noise_ratio` (e.g. 0.7) extra VarSet/Newexten/RTCP frames are mixed in until about that
+    share of all frames is noise, as on a real PBX (the shared captures: VarSet alone is ~46%).
+    """
     rng = random.Random(seed)
     writer = ScriptWriter(rng, noise=noise)
     now = writer.clock_start
     pending: list[tuple[float, int, list[Step], int]] = []
     counter = itertools.count()
     started = 0
+    per_event = 0.0 if not noise_ratio else noise_ratio / (1 - noise_ratio)
+    owed = 0.0
     while started < calls or pending:
         while started < calls and len(pending) < overlap:
             caller, name = random_caller(rng)
@@ -321,6 +335,13 @@ def generate_stream(calls: int, scenario: str = "mix", seed: int = 1, noise: boo
         now = max(now, at)
         for name, headers in steps[index].events:
             yield format_event(name, headers, now)
+            if per_event and name not in ("VarSet", "Newexten", "RTCPSent", "RTCPReceived"):
+                channel = [h for h in headers if not h[0].startswith("Dest")][:14]
+                owed += per_event
+                while owed >= 1:
+                    owed -= 1
+                    noise_name, extra = rng.choice(_NOISE)
+                    yield format_event(noise_name, channel + extra, now)
         if index + 1 < len(steps):
             pending.append((now + steps[index + 1].delay, order, steps, index + 1))
 

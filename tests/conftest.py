@@ -128,7 +128,8 @@ def factory(conn: asyncpg.Connection) -> Factory:
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings: Settings, pool: asyncpg.Pool):
+async def client(settings: Settings, pool: asyncpg.Pool, aiohttp_client):
+    # aiohttp_client is requested last so the app (and its telephony) stops before the pool closes.
     return await aiohttp_client(create_app(settings, pool))
 
 

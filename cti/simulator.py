@@ -409,25 +409,25 @@ class AmiSimulator:
                     if action.get("username") == self.username and action.get("secret") == self.secret:
                         logged_in = True
                         self.logins += 1
-                        self._send(writer, f"Response: Success\r\nActionID: {action_id}\r\n"
+                        self._send(writer, f"Response: Success\r\n{_action_id(action_id)}"
                                            "Message: Authentication accepted\r\n\r\n")
                         self._send(writer, "Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 10\r\n"
                                            "LastReload: 10\r\nStatus: Fully Booted\r\n\r\n")
                         self.clients.add(writer)
                     else:
-                        self._send(writer, f"Response: Error\r\nActionID: {action_id}\r\n"
+                        self._send(writer, f"Response: Error\r\n{_action_id(action_id)}"
                                            "Message: Authentication failed\r\n\r\n")
                         await asyncio.sleep(0.05)
                         break
                 elif not logged_in:
-                    self._send(writer, f"Response: Error\r\nActionID: {action_id}\r\n"
+                    self._send(writer, f"Response: Error\r\n{_action_id(action_id)}"
                                        "Message: Permission denied\r\n\r\n")
                 elif name == "ping":
                     if self.answer_pings:
                         self._send(writer, f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n"
                                            f"Timestamp: {time.time():.6f}\r\n\r\n")
                 elif name == "originate":
-                    self._send(writer, f"Response: Success\r\nActionID: {action_id}\r\n"
+                    self._send(writer, f"Response: Success\r\n{_action_id(action_id)}"
                                        "Message: Originate successfully queued\r\n\r\n")
                     extension = action.get("channel", "PJSIP/101").split("/")[-1]
                     number = action.get("exten", "")
@@ -435,7 +435,7 @@ class AmiSimulator:
                 elif name == "coreshowchannels":
                     self._core_show_channels(writer, action_id)
                 elif name == "logoff":
-                    self._send(writer, f"Response: Goodbye\r\nActionID: {action_id}\r\n"
+                    self._send(writer, f"Response: Goodbye\r\n{_action_id(action_id)}"
                                        "Message: Thanks for all the fish.\r\n\r\n")
                     break
                 else:
@@ -512,6 +512,11 @@ class AmiSimulator:
                 caller, name = random_caller(self.rng)
             self.play(self.writer.random_call(scenario, caller, name))
             await asyncio.sleep(1.0 / cps)
+
+
+def _action_id(action_id: str) -> str:
+    """Asterisk echoes ActionID only when the action had one."""
+    return f"ActionID: {action_id}\r\n" if action_id else ""
 
 
 async def run_simulator(host: str, port: int, scenario: str, cps: float, seed: int, username: str,

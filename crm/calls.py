@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import asyncpg
 
 from crm.errors import NotFound
+from crm.leads import get_or_create_phone_lead
+from crm.matching import find_caller
 from crm.users import User
 
 
@@ -87,6 +89,7 @@ class CallRow:
     contact_name: str | None
     company_id: int | None
     company_name: str | None
+    lead_id: int | None
 
     @property
     def duration_seconds(self) -> int:
@@ -95,19 +98,13 @@ class CallRow:
 
 # The user a call belongs to: who answered an inbound call, who placed an outbound one.
 USER_OF_EXTENSION = "SELECT id FROM users WHERE extension = $1"
-# Exact E.164 match only here; suffix matching and leads belong to caller matching.
-PARTY_OF_PHONE = """
-SELECT coalesce(p.contact_id, NULL) AS contact_id,
-       coalesce(p.company_id, c.company_id) AS company_id
-FROM phones p LEFT JOIN contacts c ON c.id = p.contact_id
-WHERE p.e164 = $1 ORDER BY p.contact_id IS NULL, p.id LIMIT 1
-"""
 UPSERT_CALL = """
 INSERT INTO calls (pbx, linkedid, direction, caller, caller_e164, caller_name, callee, started_at, answered_at,
                    ended_at, outcome, reason, answered_by, agents_rang, queue, ring_seconds, talk_seconds,
-                   recording, transfers, talk_by_agent, recovered, originated, user_id, contact_id, company_id)
+                   recording, transfers, talk_by_agent, recovered, originated, user_id, contact_id, company_id,
+                   lead_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-        $23, $24, $25)
+        $23, $24, $25, $26)
 ON CONFLICT (pbx, linkedid) DO UPDATE SET
     direction = EXCLUDED.direction, caller = EXCLUDED.caller, caller_e164 = EXCLUDED.caller_e164,
     caller_name = EXCLUDED.caller_name, callee = EXCLUDED.callee, started_at = EXCLUDED.started_at,
@@ -117,7 +114,8 @@ ON CONFLICT (pbx, linkedid) DO UPDATE SET
     recording = coalesce(EXCLUDED.recording, calls.recording), transfers = EXCLUDED.transfers,
     talk_by_agent = EXCLUDED.talk_by_agent, recovered = EXCLUDED.recovered, originated = EXCLUDED.originated,
     user_id = EXCLUDED.user_id, contact_id = coalesce(calls.contact_id, EXCLUDED.contact_id),
-    company_id = coalesce(calls.company_id, EXCLUDED.company_id)
+    company_id = coalesce(calls.company_id, EXCLUDED.company_id),
+    lead_id = coalesce(calls.lead_id, EXCLUDED.lead_id)
 RETURNING id
 """
 UPSERT_LEG = """
@@ -133,7 +131,7 @@ _CALL_SELECT = """
 SELECT c.id, c.pbx, c.linkedid, c.direction, c.caller, c.caller_e164, c.caller_name, c.callee, c.started_at,
        c.answered_at, c.ended_at, c.outcome, c.reason, c.answered_by, c.agents_rang, c.queue, c.ring_seconds,
        c.talk_seconds, c.recording, c.transfers, c.recovered, c.user_id, u.display_name AS user_name,
-       c.contact_id, ct.name AS contact_name, c.company_id, co.name AS company_name
+       c.contact_id, ct.name AS contact_name, c.company_id, co.name AS company_name, c.lead_id
 FROM calls c
 LEFT JOIN users u ON u.id = c.user_id
 LEFT JOIN contacts ct ON ct.id = c.contact_id
@@ -150,6 +148,7 @@ ORDER BY c.started_at DESC, c.id DESC LIMIT $5 OFFSET $6
 GET_CALL = _CALL_SELECT + """
 WHERE c.id = $1 AND ($2::bigint IS NULL OR c.user_id = $2 OR ct.manager_id = $2 OR co.manager_id = $2)
 """
+LIST_LEAD_CALLS = _CALL_SELECT + "WHERE c.lead_id = $1 ORDER BY c.started_at DESC LIMIT $2"
 LIST_PARTY_CALLS = _CALL_SELECT + """
 WHERE (c.contact_id = $1 OR ($2::bigint IS NOT NULL AND c.company_id = $2))
 ORDER BY c.started_at DESC LIMIT $3
@@ -164,14 +163,23 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-async def save_call(conn: asyncpg.Connection, record: CallRecordLike) -> int:
-    """Insert or update one finished call and its legs; the same record twice leaves the same rows."""
+async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: str = "RU",
+                    suffix_digits: int = 10) -> int:
+    """Insert or update one finished call and its legs; the same record twice leaves the same rows.
+
+    The call is linked to the user it belongs to, to the contact or company of the outside number,
+    and, for an unknown inbound caller, to their open lead (created if needed).
+    """
     owner_extension = record.answered_by if record.direction != "outbound" else record.caller
     user_id = await conn.fetchval(USER_OF_EXTENSION, owner_extension) if owner_extension else None
     caller_e164 = record.caller if record.caller.startswith("+") else None
-    party_number = caller_e164 if record.direction == "inbound" else (
-        record.callee if record.callee.startswith("+") else None)
-    party = await conn.fetchrow(PARTY_OF_PHONE, party_number) if party_number else None
+    outside = record.caller if record.direction == "inbound" else (
+        record.callee if record.direction == "outbound" else "")
+    match = await find_caller(conn, outside, region, suffix_digits) if outside else None
+    lead_id = None
+    if match is None and record.direction == "inbound" and caller_e164:
+        lead, _ = await get_or_create_phone_lead(conn, caller_e164, record.callee, record.caller_name)
+        lead_id = lead.id
     async with conn.transaction():
         call_id = await conn.fetchval(
             UPSERT_CALL, record.pbx, record.call_id, record.direction, record.caller, caller_e164,
@@ -180,7 +188,7 @@ async def save_call(conn: asyncpg.Connection, record: CallRecordLike) -> int:
             record.queue, record.ring_seconds, record.talk_seconds, record.recording,
             json.dumps([{"from": t.from_, "to": t.to, "kind": t.kind} for t in record.transfers]),
             json.dumps(dict(record.talk_by_agent)), record.recovered, record.originated, user_id,
-            party["contact_id"] if party else None, party["company_id"] if party else None)
+            match.contact_id if match else None, match.company_id if match else None, lead_id)
         if record.legs:
             await conn.executemany(UPSERT_LEG, [
                 (call_id, record.pbx, leg.uniqueid, leg.channel, leg.kind, leg.extension, _dt(leg.created_at),
@@ -214,6 +222,10 @@ async def get_call(conn: asyncpg.Connection, viewer: User, call_id: int) -> Call
 async def list_party_calls(conn: asyncpg.Connection, contact_id: int | None, company_id: int | None,
                            limit: int = 50) -> list[CallRow]:
     return [_row(row) for row in await conn.fetch(LIST_PARTY_CALLS, contact_id, company_id, limit)]
+
+
+async def list_lead_calls(conn: asyncpg.Connection, lead_id: int, limit: int = 50) -> list[CallRow]:
+    return [_row(row) for row in await conn.fetch(LIST_LEAD_CALLS, lead_id, limit)]
 
 
 async def count_legs(conn: asyncpg.Connection, call_id: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -47,6 +48,11 @@ class Settings:
     trunk_endpoints: tuple[str, ...] = ("trunk",)
     inbound_contexts: tuple[str, ...] = ("from-trunk", "from-pstn", "from-external")
     suffix_match_digits: int = 10
+    routing_allowlist: tuple[str, ...] = ()
+    agi_host: str = "127.0.0.1"
+    agi_port: int = 4573
+    originate_channel: str = "PJSIP/{extension}"
+    outbound_context: str = "from-internal"
     demo: bool = False
 
     @property
@@ -98,6 +104,23 @@ def _parse_positive(value: str) -> int:
     if number <= 0:
         raise ValueError("must be a positive whole number")
     return number
+
+
+def _parse_networks(value: str | list[str]) -> tuple[str, ...]:
+    networks = _parse_list(value)
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # raises ValueError naming the bad one
+    return networks
+
+
+def _parse_port_or_off(value: str) -> int:
+    return 0 if str(value).strip() in ("0", "off") else _parse_port(value)
+
+
+def _parse_channel_template(value: str) -> str:
+    if "{extension}" not in value or "\n" in value or "\r" in value:
+        raise ValueError("must contain {extension}, e.g. PJSIP/{extension}")
+    return value
 
 
 def parse_pbx_url(text: str) -> PbxSettings:
@@ -153,6 +176,11 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("trunk_endpoints", "CALLBOARD_TRUNK_ENDPOINTS", "trunk_endpoints", _parse_list),
     ("inbound_contexts", "CALLBOARD_INBOUND_CONTEXTS", "inbound_contexts", _parse_list),
     ("suffix_match_digits", "CALLBOARD_SUFFIX_MATCH_DIGITS", "suffix_match_digits", _parse_positive),
+    ("routing_allowlist", "CALLBOARD_ROUTING_ALLOWLIST", "routing_allowlist", _parse_networks),
+    ("agi_host", "CALLBOARD_AGI_HOST", "agi_host", str),
+    ("agi_port", "CALLBOARD_AGI_PORT", "agi_port", _parse_port_or_off),
+    ("originate_channel", "CALLBOARD_ORIGINATE_CHANNEL", "originate_channel", _parse_channel_template),
+    ("outbound_context", "CALLBOARD_OUTBOUND_CONTEXT", "outbound_context", str),
 )
 
 

@@ -598,7 +598,7 @@ class CallTracker:
         return self._set_agent_state(event.exten, _EXTENSION_STATES.get(event.status, "unknown"), self._ts(event))
 
     def agent_states(self) -> dict[str, str]:
-        return dict(self._agent_states)
+        return self._agent_states.copy()
 
     # ------------------------------------------------------------ reconnects
 

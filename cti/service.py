@@ -13,10 +13,12 @@ from typing import Protocol
 import asyncpg
 
 from crm import calls as calls_db
+from crm.leads import get_or_create_phone_lead
+from crm.matching import find_caller
 from crm.settings import PbxSettings, Settings
 from cti import events as ev
 from cti.ami import AmiConnector
-from cti.calls import CallEnded, CallTracker, DirectionRules
+from cti.calls import CallEnded, CallStarted, CallTracker, DirectionRules
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,8 @@ class TelephonyService:
         if isinstance(call_event, CallEnded):
             self._unsaved.append(call_event)
             await self._save_pending()
+        elif isinstance(call_event, CallStarted) and call_event.direction == "inbound":
+            await self._lead_for_unknown_caller(call_event)
         try:
             await self.notifier.call_event(call_event)
         except Exception:
@@ -128,13 +132,30 @@ class TelephonyService:
             ended = self._unsaved[0]
             try:
                 async with self.pool.acquire() as conn:
-                    await calls_db.save_call(conn, ended.record)
+                    await calls_db.save_call(conn, ended.record, self.settings.phone_region,
+                                             self.settings.suffix_match_digits)
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 logger.error("call %s not saved yet (%s); %d waiting", ended.call_id, exc, len(self._unsaved))
                 asyncio.get_running_loop().call_later(SAVE_RETRY_SECONDS, self._retry_save)
                 return
             self._unsaved.pop(0)
             self.saved_calls += 1
+
+    async def _lead_for_unknown_caller(self, started: CallStarted) -> None:
+        """An unknown number becomes a lead as soon as its call appears (withheld numbers never do)."""
+        if not started.caller.startswith("+"):
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                if await find_caller(conn, started.caller, self.settings.phone_region,
+                                     self.settings.suffix_match_digits) is None:
+                    lead, created = await get_or_create_phone_lead(conn, started.caller, started.callee,
+                                                                   started.caller_name)
+                    if created:
+                        logger.info("new lead %d from a call of %s", lead.id, started.caller)
+        except (OSError, asyncpg.PostgresError) as exc:
+            # The call's end links the lead again (save_call), so nothing is lost.
+            logger.warning("lead for %s not created at call start: %s", started.caller, exc)
 
     def _retry_save(self) -> None:
         task = asyncio.create_task(self._save_pending())
@@ -171,12 +192,20 @@ class TelephonyService:
             merged.update(tracker.agent_states())
         return merged
 
+    def agent_state(self, extension: str, pbx: str | None = None) -> str | None:
+        """The extension's state on that PBX (or on any), None when never seen."""
+        trackers = [self.trackers[pbx]] if pbx in self.trackers else list(self.trackers.values())
+        for tracker in trackers:
+            state = tracker.agent_states().get(extension)
+            if state is not None:
+                return state
+        return None
+
     def default_pbx(self) -> str | None:
         return next(iter(self.connectors), None)
 
-    async def originate(self, pbx: str, extension: str, number: str, caller_name: str,
-                        context: str = "from-internal") -> str:
-        """Click-to-call: ring the agent's phone, then dial the number from it."""
+    async def originate(self, pbx: str, extension: str, number: str, caller_name: str) -> str:
+        """Click-to-call: ring the agent's phone, then dial the number from it (outbound context)."""
         connector = self.connectors.get(pbx)
         if connector is None:
             raise LookupError(f"no PBX named {pbx!r}")
@@ -185,7 +214,8 @@ class TelephonyService:
             raise ValueError("extension must be 2-6 digits and the number 3-20 digits")
         caller_name = re.sub(r'[\r\n"<>\\]', "", caller_name)[:40]
         action_id = f"c2c-{extension}-{int(time.time() * 1000)}"
-        response = await connector.originate(f"PJSIP/{extension}", context, number,
+        channel = self.settings.originate_channel.format(extension=extension)
+        response = await connector.originate(channel, self.settings.outbound_context, number,
                                              f'"{caller_name}" <{extension}>', action_id=action_id)
         if not response.success:
             raise ConnectionError(response.get("Message", "the PBX refused the call"))

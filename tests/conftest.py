@@ -95,7 +95,8 @@ async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 def settings(database_dsn: str, tmp_path: Path) -> Settings:
     return Settings(database_url=database_dsn, data_dir=tmp_path, session_secret="test-secret",
-                    phone_region="RU", routing_token="route-token", recordings_dir=tmp_path / "recordings")
+                    phone_region="RU", routing_token="route-token", recordings_dir=tmp_path / "recordings",
+                    agi_port=0)
 
 
 class Factory:

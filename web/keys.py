@@ -20,6 +20,8 @@ TEMPLATES = web.AppKey("templates", jinja2.Environment)
 TELEPHONY = web.AppKey("telephony", "TelephonyService")
 NOTIFIER = web.AppKey("notifier", "Notifier")
 DEMO_SIMULATOR = web.AppKey("demo_simulator", "AmiSimulator")
+ROUTER = web.AppKey("router", "Router")
+AGI_PORT = web.AppKey("agi_port", int)
 
 # Per-request: who is asking, their session's CSRF token, and whether they came with an API token.
 USER = web.RequestKey("user", User | None)

@@ -71,7 +71,8 @@ def is_internal_extension(text: str) -> bool:
 
 def normalise_caller(text: str | None, region: str) -> str | None:
     """E.164 of a caller ID from the PBX, or None for withheld, internal or junk caller IDs."""
-    value = (text or "").strip()
+    # Formatting a person or an API client may add ('+7 916 999-88-77') is not part of the number.
+    value = re.sub(r"[\s().\-]", "", text or "")
     if value.lower() in _WITHHELD or is_internal_extension(value) or len(value) > 32:
         return None
     # Trunks often prefix digits with '+' or send them bare; anything else is junk.

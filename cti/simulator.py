@@ -360,6 +360,8 @@ class AmiSimulator:
         self.server: asyncio.base_events.Server | None = None
         self.clients: set[asyncio.StreamWriter] = set()
         self.answer_pings = True
+        # Seconds for a click-to-call: the agent picks up, the far end rings, they talk.
+        self.originate_timing = (2.0, 3.0, 20.0)
         self._tasks: set[asyncio.Task] = set()
         self.port = 0
         self.logins = 0
@@ -431,7 +433,7 @@ class AmiSimulator:
                                        "Message: Originate successfully queued\r\n\r\n")
                     extension = action.get("channel", "PJSIP/101").split("/")[-1]
                     number = action.get("exten", "")
-                    self.play(self.writer.originate(extension, number, 2.0, 3.0, 20.0, action_id))
+                    self.play(self.writer.originate(extension, number, *self.originate_timing, action_id))
                 elif name == "coreshowchannels":
                     self._core_show_channels(writer, action_id)
                 elif name == "logoff":
@@ -506,12 +508,12 @@ class AmiSimulator:
     async def run_load(self, scenario: str, cps: float, callers: list[str] | None = None) -> None:
         """Place calls forever at `cps` calls per second."""
         while True:
+            await asyncio.sleep(1.0 / cps)
             if callers and self.rng.random() < 0.6:
                 caller, name = self.rng.choice(callers), ""
             else:
                 caller, name = random_caller(self.rng)
             self.play(self.writer.random_call(scenario, caller, name))
-            await asyncio.sleep(1.0 / cps)
 
 
 def _action_id(action_id: str) -> str:

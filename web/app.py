@@ -15,7 +15,7 @@ from aiohttp import web
 from crm import errors
 from crm.phones import format_phone
 from crm.settings import Settings
-from web import api, auth, health, keys, pages, routing, telephony
+from web import api, auth, health, keys, leads, pages, routing, telephony
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     health.setup(app)
     pages.setup(app)
     api.setup(app)
+    leads.setup(app)
     telephony.setup(app)
     routing.setup(app)  # after telephony: the router reads the agents' states
     app.router.add_static("/static/", STATIC_DIR, name="static", append_version=True)

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from crm import calls as calls_db
 from crm import contacts as contacts_db
 from crm import errors
 from crm import users as users_db
@@ -103,8 +104,10 @@ async def party_card(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         party = await contacts_db.get_party(conn, user, kind, _party_id(request))
         members = await contacts_db.list_company_contacts(conn, user, party.id) if kind == "company" else []
+        calls = await calls_db.list_party_calls(conn, party.id if kind == "contact" else None,
+                                                party.id if kind == "company" else None)
     return render(request, "party.html", kind=kind, section=request.match_info["section"], titles=TITLES[kind],
-                  party=party, members=members)
+                  party=party, members=members, calls=calls)
 
 
 def _form_input(form: MultiDictProxy) -> PartyInput:

@@ -1,0 +1,28 @@
+// Callboard pages: click-to-call on every phone number; small, no build step.
+(function () {
+  'use strict';
+  const csrf = () => document.querySelector('meta[name=csrf-token]').content;
+  const toast = (text, bad) => {
+    const box = document.getElementById('toast');
+    box.textContent = text;
+    box.className = bad ? 'show bad' : 'show';
+    clearTimeout(box._timer);
+    box._timer = setTimeout(() => { box.className = ''; }, 5000);
+  };
+  document.addEventListener('click', async (event) => {
+    const link = event.target.closest('a.phone[data-number]');
+    if (!link) return;
+    event.preventDefault();
+    const body = {number: link.dataset.number};
+    if (link.dataset.contact) body.contact_id = Number(link.dataset.contact);
+    try {
+      const resp = await fetch('/api/calls', {method: 'POST', credentials: 'same-origin',
+        headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf()}, body: JSON.stringify(body)});
+      const data = await resp.json();
+      if (resp.ok) toast('Your phone (' + data.extension + ') rings: pick it up to call ' + link.textContent.trim());
+      else toast(data.error ? data.error.message : 'The call could not be placed', true);
+    } catch (e) {
+      toast('Callboard is not reachable', true);
+    }
+  });
+})();

@@ -1,0 +1,127 @@
+"""Leads inbox and lead card (pages) and /api/leads: list, detail, assign, status, convert, junk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from crm import calls as calls_db
+from crm import errors
+from crm import leads as leads_db
+from crm import users as users_db
+from crm.leads import Lead
+from crm.phones import parse_phone
+from web import keys
+from web.api import read_json
+from web.auth import current_user
+from web.pages import render
+
+
+def lead_json(lead: Lead) -> dict[str, Any]:
+    return {"id": lead.id, "status": lead.status, "source": lead.source, "phone": lead.phone_e164,
+            "email": lead.email, "name": lead.name, "company_name": lead.company_name,
+            "first_message": lead.first_message, "line": lead.line, "manager_id": lead.manager_id,
+            "manager_name": lead.manager_name, "junk_reason": lead.junk_reason, "contact_id": lead.contact_id,
+            "company_id": lead.company_id, "created_at": lead.created_at.isoformat(),
+            "updated_at": lead.updated_at.isoformat()}
+
+
+def _lead_id(request: web.Request) -> int:
+    return int(request.match_info["lead_id"])
+
+
+async def list_api(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        leads = await leads_db.list_leads(conn, user, request.query.get("status") or None,
+                                          request.query.get("source") or None, limit=200)
+    return web.json_response({"items": [lead_json(lead) for lead in leads]})
+
+
+async def detail_api(request: web.Request) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        lead = await leads_db.get_lead(conn, current_user(request), _lead_id(request))
+        calls = await calls_db.list_lead_calls(conn, lead.id)
+    body = lead_json(lead)
+    body["calls"] = [{"id": c.id, "started_at": c.started_at.isoformat(), "outcome": c.outcome,
+                      "talk_seconds": c.talk_seconds} for c in calls]
+    return web.json_response(body)
+
+
+async def create_api(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    region = request.app[keys.SETTINGS].phone_region
+    phone = parse_phone(body["phone"], region).e164 if body.get("phone") else None
+    async with request.app[keys.POOL].acquire() as conn:
+        lead = await leads_db.create_manual_lead(conn, current_user(request), str(body.get("name") or ""), phone,
+                                                 str(body.get("email") or "") or None,
+                                                 str(body.get("company_name") or ""), str(body.get("message") or ""))
+    return web.json_response(lead_json(lead), status=201)
+
+
+async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Lead:
+    user = current_user(request)
+    lead_id = _lead_id(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        if action == "assign":
+            manager_id = data.get("manager_id")
+            try:
+                manager_id = int(manager_id)
+            except (TypeError, ValueError):
+                raise errors.ValidationError("manager_id", "choose a manager") from None
+            return await leads_db.assign_lead(conn, user, lead_id, manager_id)
+        if action == "status":
+            return await leads_db.set_lead_status(conn, user, lead_id, str(data.get("status") or ""))
+        if action == "junk":
+            return await leads_db.junk_lead(conn, user, lead_id, str(data.get("reason") or ""))
+        if action == "convert":
+            return await leads_db.convert_lead(conn, user, lead_id, str(data.get("contact_name") or ""),
+                                               str(data.get("company_name") or ""),
+                                               request.app[keys.SETTINGS].phone_region)
+    raise web.HTTPNotFound()
+
+
+async def action_api(request: web.Request) -> web.Response:
+    lead = await _act(request, request.match_info["action"], await read_json(request))
+    return web.json_response(lead_json(lead))
+
+
+async def action_form(request: web.Request) -> web.Response:
+    form = await request.post()
+    lead = await _act(request, request.match_info["action"], dict(form))
+    if lead.status == "converted" and lead.contact_id:
+        raise web.HTTPFound(f"/contacts/{lead.contact_id}")
+    raise web.HTTPFound(f"/leads/{lead.id}")
+
+
+async def inbox_page(request: web.Request) -> web.Response:
+    user = current_user(request)
+    status = request.query.get("status") or None
+    source = request.query.get("source") or None
+    async with request.app[keys.POOL].acquire() as conn:
+        leads = await leads_db.list_leads(conn, user, status, source, limit=200)
+        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+        notifications = await leads_db.list_notifications(conn, user)
+    return render(request, "leads.html", leads=leads, managers=managers, status=status or "", source=source or "",
+                  statuses=leads_db.STATUSES, sources=leads_db.SOURCES, notifications=notifications)
+
+
+async def lead_page(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        lead = await leads_db.get_lead(conn, user, _lead_id(request))
+        calls = await calls_db.list_lead_calls(conn, lead.id)
+        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+    return render(request, "lead.html", lead=lead, calls=calls, managers=managers)
+
+
+def setup(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/leads", inbox_page)
+    router.add_get("/leads/{lead_id:\\d+}", lead_page)
+    router.add_post("/leads/{lead_id:\\d+}/{action:assign|status|junk|convert}", action_form)
+    router.add_get("/api/leads", list_api)
+    router.add_post("/api/leads", create_api)
+    router.add_get("/api/leads/{lead_id:\\d+}", detail_api)
+    router.add_post("/api/leads/{lead_id:\\d+}/{action:assign|status|junk|convert}", action_api)

@@ -17,14 +17,21 @@ class CallerMatch:
     manager_id: int | None
     contact_name: str | None
     company_name: str | None
+    # The manager's user, read in the same query: routing needs no second round trip.
+    manager_extension: str | None = None
+    manager_active: bool = False
+    manager_name: str | None = None
 
 
 _MATCH_SELECT = """
 SELECT p.contact_id, coalesce(ct.company_id, p.company_id) AS company_id,
-       coalesce(ct.manager_id, co.manager_id) AS manager_id, ct.name AS contact_name, co.name AS company_name
+       coalesce(ct.manager_id, co.manager_id) AS manager_id, ct.name AS contact_name, co.name AS company_name,
+       u.extension AS manager_extension, coalesce(u.active, false) AS manager_active,
+       u.display_name AS manager_name
 FROM phones p
 LEFT JOIN contacts ct ON ct.id = p.contact_id
 LEFT JOIN companies co ON co.id = coalesce(ct.company_id, p.company_id)
+LEFT JOIN users u ON u.id = coalesce(ct.manager_id, co.manager_id)
 """
 # A person's own phone wins over a company switchboard number.
 MATCH_EXACT = _MATCH_SELECT + "WHERE p.e164 = $1 ORDER BY p.contact_id IS NULL, p.id LIMIT 1"
@@ -39,8 +46,7 @@ ORDER BY p.contact_id IS NULL, p.id LIMIT 1
 def _match(row: asyncpg.Record | None) -> CallerMatch | None:
     if row is None:
         return None
-    return CallerMatch(row["contact_id"], row["company_id"], row["manager_id"], row["contact_name"],
-                       row["company_name"])
+    return CallerMatch(*row)
 
 
 async def find_caller(conn: asyncpg.Connection, number: str, region: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crm.matching import CallerMatch
-from crm.users import User
 
 # Agent states (cti.calls) in which the manager's phone should not be rung with a new customer.
 BUSY_STATES = frozenset({"in_call", "ringing"})
@@ -26,8 +25,8 @@ class RouteDecision:
                 "company_id": self.company_id, "lead_id": self.lead_id}
 
 
-def decide(caller_e164: str | None, match: CallerMatch | None, manager: User | None, device_state: str | None,
-           fallback: str, lead_id: int | None = None) -> RouteDecision:
+def decide(caller_e164: str | None, match: CallerMatch | None, device_state: str | None, fallback: str,
+           lead_id: int | None = None) -> RouteDecision:
     """The assigned manager's extension when they can take the call, else the fallback and why."""
     if caller_e164 is None and match is None:
         return RouteDecision(fallback, "fallback", "withheld_caller")
@@ -37,17 +36,17 @@ def decide(caller_e164: str | None, match: CallerMatch | None, manager: User | N
     def to_fallback(reason: str) -> RouteDecision:
         return RouteDecision(fallback, "fallback", reason, match.contact_id, match.company_id)
 
-    if match.manager_id is None or manager is None:
+    if match.manager_id is None:
         return to_fallback("no_manager")
-    if not manager.active:
+    if not match.manager_active:
         return to_fallback("manager_inactive")
-    if not manager.extension:
+    if not match.manager_extension:
         return to_fallback("manager_has_no_extension")
     if device_state in UNAVAILABLE_STATES:
         return to_fallback("manager_unavailable")
     if device_state in BUSY_STATES:
         return to_fallback("manager_busy")
-    return RouteDecision(manager.extension, "manager", "assigned_manager", match.contact_id, match.company_id)
+    return RouteDecision(match.manager_extension, "manager", "assigned_manager", match.contact_id, match.company_id)
 
 
 def fallback_for(reason: str, fallback: str) -> RouteDecision:

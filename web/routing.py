@@ -15,7 +15,7 @@ from aiohttp import web
 from panoramisk import fast_agi
 
 from crm import contacts as contacts_db
-from crm import errors, users
+from crm import errors
 from crm.demo import DEMO_ROUTING_TOKEN
 from crm.leads import get_or_create_phone_lead
 from crm.matching import find_caller
@@ -60,18 +60,15 @@ class Router:
         region = self.settings.phone_region
         e164 = normalise_caller(caller, region)
         lead_id = None
-        manager = None
         async with self.pool.acquire() as conn:
             match = await find_caller(conn, caller, region, self.settings.suffix_match_digits)
-            if match is not None and match.manager_id is not None:
-                manager = await users.get_user(conn, match.manager_id)
-            elif match is None and e164 is not None:
+            if match is None and e164 is not None:
                 lead, _ = await get_or_create_phone_lead(conn, e164, did)
                 lead_id = lead.id
         state = None
-        if manager is not None and manager.extension and self.telephony is not None:
-            state = self.telephony.agent_state(manager.extension, pbx)
-        return decide(e164, match, manager, state, self.settings.routing_fallback, lead_id)
+        if match is not None and match.manager_extension and self.telephony is not None:
+            state = self.telephony.agent_state(match.manager_extension, pbx)
+        return decide(e164, match, state, self.settings.routing_fallback, lead_id)
 
 
 def _token_ok(request: web.Request, expected: str) -> bool:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import jinja2
+import socketio
 from aiohttp import web
 
 from crm.settings import Settings
@@ -21,6 +22,7 @@ TELEPHONY = web.AppKey("telephony", "TelephonyService")
 NOTIFIER = web.AppKey("notifier", "Notifier")
 DEMO_SIMULATOR = web.AppKey("demo_simulator", "AmiSimulator")
 ROUTER = web.AppKey("router", "Router")
+SIO = web.AppKey("sio", socketio.AsyncServer)
 AGI_PORT = web.AppKey("agi_port", int)
 
 # Per-request: who is asking, their session's CSRF token, and whether they came with an API token.

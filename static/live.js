@@ -1,0 +1,151 @@
+// Callboard live parts: the socket, screen-pops, agent states, live call lists.
+// Everything from a caller or the CRM is set with textContent: nothing is ever parsed as markup.
+(function () {
+  'use strict';
+  if (typeof io === 'undefined') return;
+  const socket = io({transports: ['websocket', 'polling']});
+  const indicator = document.getElementById('live');
+  const stack = document.getElementById('popups');
+  const popups = new Map();
+
+  const el = (tag, className, text) => {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  };
+  const duration = (s) => {
+    s = Math.round(s || 0);
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    return (h ? h + ':' + String(m).padStart(2, '0') : m) + ':' + String(r).padStart(2, '0');
+  };
+  const setLive = (on) => {
+    if (!indicator) return;
+    indicator.textContent = on ? 'live' : 'reconnecting…';
+    indicator.className = on ? 'live on' : 'live';
+  };
+  socket.on('connect', () => setLive(true));
+  socket.on('disconnect', () => setLive(false));
+  socket.on('connect_error', () => setLive(false));
+
+  // Desktop notifications when the tab is in the background; permission is asked once.
+  const askPermission = () => {
+    if ('Notification' in window && Notification.permission === 'default' && !localStorage.cbAsked) {
+      localStorage.cbAsked = '1';
+      Notification.requestPermission();
+    }
+  };
+  document.addEventListener('click', askPermission, {once: true});
+
+  function renderPopup(p) {
+    const card = el('section', 'popup ringing');
+    card.dataset.callId = p.call_id;
+    card.setAttribute('role', 'alert');
+    const head = el('div', 'popup-head');
+    head.append(el('span', 'badge ringing', p.originated ? 'Calling out' : 'Ringing'));
+    const close = el('button', 'link close', '×');
+    close.title = 'Close';
+    close.addEventListener('click', () => { card.remove(); popups.delete(p.call_id); });
+    head.append(close);
+    card.append(head);
+    card.append(el('div', 'popup-number', p.display));
+    const who = p.contact ? p.contact.name : (p.caller_name || '');
+    if (who) card.append(el('div', 'popup-name', who));
+    if (p.company) card.append(el('div', 'popup-company', p.company.name));
+    if (p.lead || (!p.contact && !p.company)) card.append(el('span', 'badge new-lead', 'New lead'));
+    if (p.manager) card.append(el('div', 'muted', 'Manager: ' + p.manager));
+    if (p.deals && p.deals.length) {
+      const deals = el('ul', 'popup-deals');
+      p.deals.forEach((d) => deals.append(el('li', null, d.title + ' — ' + d.stage)));
+      card.append(deals);
+    }
+    if (p.history && p.history.length) {
+      const list = el('ul', 'popup-history');
+      p.history.forEach((h) => {
+        const when = new Date(h.when).toLocaleString([], {dateStyle: 'short', timeStyle: 'short'});
+        list.append(el('li', null, when + ' · ' + h.direction + ' · ' + h.outcome +
+          (h.talk_seconds ? ' · ' + duration(h.talk_seconds) : '') + (h.who ? ' · ' + h.who : '')));
+      });
+      card.append(list);
+    }
+    const actions = el('div', 'popup-actions');
+    if (p.contact) {
+      const open = el('a', 'button', 'Open card');
+      open.href = '/contacts/' + p.contact.id;
+      actions.append(open);
+    } else if (p.company) {
+      const open = el('a', 'button', 'Open card');
+      open.href = '/companies/' + p.company.id;
+      actions.append(open);
+    } else if (p.lead) {
+      const open = el('a', 'button', 'Create contact');
+      open.href = '/leads/' + p.lead.id;
+      actions.append(open);
+    }
+    card.append(actions);
+    card.append(el('div', 'popup-state muted'));
+    return card;
+  }
+
+  socket.on('popup', (p) => {
+    if (!stack) return;
+    const old = popups.get(p.call_id);
+    if (old) old.remove();
+    const card = renderPopup(p);
+    popups.set(p.call_id, card);
+    stack.prepend(card);
+    if (document.hidden && 'Notification' in window && Notification.permission === 'granted') {
+      const n = new Notification('Call: ' + p.display, {body: (p.contact && p.contact.name) || p.caller_name || 'New lead'});
+      n.onclick = () => { window.focus(); n.close(); };
+    }
+  });
+
+  socket.on('popup_update', (u) => {
+    const card = popups.get(u.call_id);
+    if (!card) return;
+    const state = card.querySelector('.popup-state');
+    const badge = card.querySelector('.popup-head .badge');
+    card.classList.remove('ringing');
+    if (u.state === 'answered') {
+      badge.textContent = 'In call';
+      badge.className = 'badge answered';
+      state.textContent = 'Answered by ' + (u.answered_by || '…');
+    } else if (u.state === 'stopped') {
+      badge.textContent = u.answered_by ? 'Taken' : 'Stopped ringing';
+      badge.className = 'badge unknown';
+      state.textContent = u.answered_by ? 'Answered by ' + u.answered_by : 'Stopped ringing';
+      setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 8000);
+    } else if (u.state === 'transferred') {
+      state.textContent = 'Transferred to ' + (u.answered_by || '…');
+    } else if (u.state === 'ended') {
+      badge.textContent = 'Ended';
+      badge.className = 'badge unknown';
+      state.textContent = u.outcome === 'answered' ? 'Call ended (' + duration(u.talk_seconds) + ')'
+        : 'Call ended: ' + u.outcome;
+      setTimeout(() => { card.classList.add('fade'); }, 15000);
+      setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 20000);
+    }
+  });
+
+  // Agents strip (head): idle / ringing / in call / offline, live.
+  const agentBadge = (ext, state) => {
+    const strip = document.getElementById('agents');
+    if (!strip) return;
+    let badge = strip.querySelector('[data-ext="' + CSS.escape(ext) + '"]');
+    if (!badge) {
+      badge = el('span', 'badge');
+      badge.dataset.ext = ext;
+      strip.append(badge, document.createTextNode(' '));
+    }
+    const css = {ringing: 'ringing', idle: 'answered', in_call: 'missed'}[state] || 'unknown';
+    badge.className = 'badge ' + css;
+    badge.textContent = ext + ': ' + state.replace('_', ' ');
+  };
+  socket.on('agent_states', (states) => Object.entries(states).forEach(([ext, st]) => agentBadge(ext, st)));
+  socket.on('agent_state', (s) => agentBadge(s.extension, s.state));
+
+  // Lists that follow calls ("My calls", the missed board) reload their table body in place.
+  socket.on('call_logged', () => document.dispatchEvent(new CustomEvent('callboard:call-logged')));
+  socket.on('missed_changed', () => document.dispatchEvent(new CustomEvent('callboard:missed-changed')));
+  window.callboardSocket = socket;
+})();

@@ -1,0 +1,47 @@
+"""Helpers for tests against a real listening server: log in over HTTP, connect socket.io clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import socketio
+
+
+async def session_cookie(base_url: str, login: str) -> str:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(f"{base_url}/login", data={"login": login, "password": login}, allow_redirects=False)
+        assert resp.status == 302, await resp.text()
+        return resp.cookies["callboard_session"].value
+
+
+class SocketUser:
+    """A real socketio.AsyncClient that records every event it receives."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.received: list[tuple[str, dict]] = []
+        self.client.on("*", self._record)
+
+    async def _record(self, event: str, data: dict) -> None:
+        self.received.append((event, data))
+
+    async def connect(self, base_url: str, cookie: str | None) -> None:
+        headers = {"Cookie": f"callboard_session={cookie}"} if cookie else {}
+        await self.client.connect(base_url, headers=headers, transports=["websocket"])
+
+    def events(self, name: str) -> list[dict]:
+        return [data for event, data in self.received if event == name]
+
+    async def wait_for(self, name: str, predicate=lambda data: True, timeout: float = 8.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for data in self.events(name):
+                if predicate(data):
+                    return data
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {name!r} event in time; got {self.received!r}")
+
+    async def close(self) -> None:
+        await self.client.disconnect()

@@ -1,0 +1,107 @@
+"""The pages in a real browser (Playwright driving Debian's chromium): screen-pops, isolation, recordings."""
+
+import os
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium (see .ci/run)", pytrace=False)
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+from playwright.async_api import async_playwright, expect  # noqa: E402
+
+LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
+               "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
+
+
+@pytest.fixture
+async def browser():
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def logged_in_page(browser, base_url: str, login: str):
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{base_url}/login")
+    await page.fill("input[name=login]", login)
+    await page.fill("input[name=password]", login)
+    await page.click("button[type=submit]")
+    await page.goto(f"{base_url}/calls")
+    await expect(page.locator("#live")).to_have_text("live", timeout=10000)
+    return page
+
+
+async def test_screen_pop_in_the_browser_follows_the_call(live, browser, settings, conn):
+    base_url, sim, _ = live
+    manager1 = await logged_in_page(browser, base_url, "manager1")
+    manager2 = await logged_in_page(browser, base_url, "manager2")
+
+    sim.place_call("74951234567", "101", 1.5, 1.0)
+    popup = manager1.locator(".popup").first
+    await expect(popup).to_contain_text("Demo Client", timeout=10000)
+    await expect(popup).to_contain_text("+7 495 123-45-67")
+    await expect(popup).to_contain_text("Demo Industries LLC")
+    await expect(popup.locator(".popup-state")).to_have_text("Answered by 101", timeout=10000)
+    await expect(popup.locator(".popup-state")).to_contain_text("Call ended", timeout=10000)
+    assert await manager2.locator(".popup").count() == 0
+
+    # A caller name full of markup stays text: no element, no script.
+    sim.place_call("79165550001", "101", None, caller_name='<img src=x onerror="window.__xss=1">')
+    hostile = manager1.locator(".popup", has_text="+7 916 555-00-01")
+    await expect(hostile).to_contain_text('<img src=x onerror="window.__xss=1">', timeout=10000)
+    await expect(hostile).to_contain_text("New lead")
+    assert await manager1.locator(".popup img").count() == 0
+    assert await manager1.evaluate("window.__xss === undefined")
+    assert await manager2.locator(".popup").count() == 0
+
+    # The finished call's recording plays from the contact card, seekable (206 Partial Content).
+    recording = await conn.fetchval("SELECT recording FROM calls WHERE caller = '+74951234567'")
+    settings.recordings_path.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(settings.recordings_path / Path(recording).name), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\x00\x10" * 16000)
+    contact_id = await conn.fetchval("SELECT id FROM contacts WHERE name = 'Demo Client'")
+    await manager1.goto(f"{base_url}/contacts/{contact_id}")
+    async with manager1.expect_response(lambda r: "/recordings/" in r.url and r.status == 206) as response:
+        await manager1.evaluate("document.querySelector('audio').play().catch(() => null)")
+    assert (await response.value).status == 206
+    # manager2 may not open manager1's client's card.
+    resp = await manager2.goto(f"{base_url}/contacts/{contact_id}")
+    assert resp.status == 404
+
+
+async def test_simulate_incoming_call_control_in_demo(demo_live, browser):
+    base_url = demo_live
+    head = await logged_in_page(browser, base_url, "head")
+    manager1 = await logged_in_page(browser, base_url, "manager1")
+    await head.fill("#demo-call input[name=caller]", "+7 495 123-45-67")
+    await head.fill("#demo-call input[name=extension]", "101")
+    await head.click("#demo-call button")
+    await expect(manager1.locator(".popup").first).to_contain_text("Demo Client", timeout=10000)
+
+
+@pytest.fixture
+async def demo_live(settings, pool, conn, aiohttp_server):
+    from dataclasses import replace
+
+    from crm.demo import seed_demo
+    from web.app import create_app
+
+    await seed_demo(conn, "RU")
+    server = await aiohttp_server(create_app(replace(settings, demo=True), pool))
+    return str(server.make_url("")).rstrip("/")
+
+
+def test_chromium_is_debians():
+    assert shutil.which("chromium") == CHROMIUM

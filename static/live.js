@@ -137,8 +137,7 @@
       badge.dataset.ext = ext;
       strip.append(badge, document.createTextNode(' '));
     }
-    const css = {ringing: 'ringing', idle: 'answered', in_call: 'missed'}[state] || 'unknown';
-    badge.className = 'badge ' + css;
+    badge.className = 'badge agent-' + state;
     badge.textContent = ext + ': ' + state.replace('_', ' ');
   };
   socket.on('agent_states', (states) => Object.entries(states).forEach(([ext, st]) => agentBadge(ext, st)));

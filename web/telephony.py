@@ -14,6 +14,7 @@ from aiohttp import web
 
 from crm import calls as calls_db
 from crm import errors
+from crm import users as users_db
 from crm.calls import CallRow
 from crm.demo import DEMO_COMPANIES
 from crm.phones import parse_phone
@@ -98,10 +99,12 @@ async def calls_page(request: web.Request) -> web.Response:
     since, until, outcome, day_text = _filters(request)
     async with request.app[keys.POOL].acquire() as conn:
         calls = await calls_db.list_calls(conn, user, since, until, outcome, limit=200)
+        agents = {u.extension: "unknown" for u in await users_db.list_users(conn) if u.extension and u.active}
     telephony = request.app.get(keys.TELEPHONY)
+    if telephony is not None:
+        agents.update(telephony.agent_states())
     return render(request, "calls.html", calls=calls, outcome=outcome or "", day=day_text, outcomes=OUTCOMES,
-                  pbx_status=telephony.pbx_status() if telephony else {},
-                  agent_states=telephony.agent_states() if telephony else {},
+                  pbx_status=telephony.pbx_status() if telephony else {}, agent_states=agents,
                   demo_pbx=keys.DEMO_SIMULATOR in request.app)
 
 

@@ -10,10 +10,13 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from crm import missed
 from crm.errors import NotFound
 from crm.leads import get_or_create_phone_lead
 from crm.matching import find_caller
+from crm.missed import MissedUpdate
 from crm.users import User
+from crm.workhours import WorkingHours
 
 
 class LegLike(Protocol):
@@ -163,12 +166,21 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class SavedCall:
+    id: int
+    missed_updates: list[MissedUpdate]
+
+
 async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: str = "RU",
-                    suffix_digits: int = 10) -> int:
+                    suffix_digits: int = 10, hours: WorkingHours | None = None,
+                    callback_delay: timedelta = timedelta(hours=2)) -> SavedCall:
     """Insert or update one finished call and its legs; the same record twice leaves the same rows.
 
     The call is linked to the user it belongs to, to the contact or company of the outside number,
-    and, for an unknown inbound caller, to their open lead (created if needed).
+    for an unknown inbound caller to their open lead (created if needed), and goes to the missed-call
+    board: a missed inbound call opens or adds to a row, an answered call to or from the number
+    closes its rows.
     """
     owner_extension = record.answered_by if record.direction != "outbound" else record.caller
     user_id = await conn.fetchval(USER_OF_EXTENSION, owner_extension) if owner_extension else None
@@ -193,7 +205,12 @@ async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: st
             await conn.executemany(UPSERT_LEG, [
                 (call_id, record.pbx, leg.uniqueid, leg.channel, leg.kind, leg.extension, _dt(leg.created_at),
                  _dt(leg.answered_at), _dt(leg.ended_at), leg.hangup_cause) for leg in record.legs])
-    return call_id
+        updates = await missed.record_call(
+            conn, call_id, record.direction, record.outcome, record.reason, caller_e164, record.callee,
+            _dt(record.started_at), _dt(record.answered_at), user_id, match.contact_id if match else None,
+            match.company_id if match else None, lead_id, match.manager_id if match else None,
+            hours or WorkingHours(), callback_delay)
+    return SavedCall(call_id, updates)
 
 
 def _row(row: asyncpg.Record) -> CallRow:

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
+from crm.workhours import WorkingHours, parse_days, parse_hours
+
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names it."""
@@ -53,11 +55,20 @@ class Settings:
     agi_port: int = 4573
     originate_channel: str = "PJSIP/{extension}"
     outbound_context: str = "from-internal"
+    working_hours: str = "09:00-18:00"
+    working_days: str = "1-5"
+    callback_minutes: int = 120
+    missed_window_days: int = 7
     demo: bool = False
 
     @property
     def recordings_path(self) -> Path:
         return self.recordings_dir or self.data_dir / "recordings"
+
+    @property
+    def hours(self) -> WorkingHours:
+        start, end = parse_hours(self.working_hours)
+        return WorkingHours(self.timezone, start, end, parse_days(self.working_days))
 
 
 def _parse_port(value: str) -> int:
@@ -123,6 +134,14 @@ def _parse_channel_template(value: str) -> str:
     return value
 
 
+def _checked(parser):
+    """Keep the text as given, but only if `parser` accepts it."""
+    def check(value: str) -> str:
+        parser(str(value))
+        return str(value)
+    return check
+
+
 def parse_pbx_url(text: str) -> PbxSettings:
     """`ami://user:secret@host:5038/name` → PbxSettings."""
     parts = urlsplit(text.strip())
@@ -181,6 +200,10 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("agi_port", "CALLBOARD_AGI_PORT", "agi_port", _parse_port_or_off),
     ("originate_channel", "CALLBOARD_ORIGINATE_CHANNEL", "originate_channel", _parse_channel_template),
     ("outbound_context", "CALLBOARD_OUTBOUND_CONTEXT", "outbound_context", str),
+    ("working_hours", "CALLBOARD_WORKING_HOURS", "working_hours", _checked(parse_hours)),
+    ("working_days", "CALLBOARD_WORKING_DAYS", "working_days", _checked(parse_days)),
+    ("callback_minutes", "CALLBOARD_CALLBACK_MINUTES", "callback_minutes", _parse_positive),
+    ("missed_window_days", "CALLBOARD_MISSED_WINDOW_DAYS", "missed_window_days", _parse_positive),
 )
 
 

@@ -132,14 +132,20 @@ class TelephonyService:
             ended = self._unsaved[0]
             try:
                 async with self.pool.acquire() as conn:
-                    await calls_db.save_call(conn, ended.record, self.settings.phone_region,
-                                             self.settings.suffix_match_digits)
+                    saved = await calls_db.save_call(
+                        conn, ended.record, self.settings.phone_region, self.settings.suffix_match_digits,
+                        self.settings.hours, timedelta(minutes=self.settings.callback_minutes))
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 logger.error("call %s not saved yet (%s); %d waiting", ended.call_id, exc, len(self._unsaved))
                 asyncio.get_running_loop().call_later(SAVE_RETRY_SECONDS, self._retry_save)
                 return
             self._unsaved.pop(0)
             self.saved_calls += 1
+            for update in saved.missed_updates:
+                try:
+                    await self.notifier.call_event(update)
+                except Exception:
+                    logger.exception("notifier failed on a missed-call update")
 
     async def _lead_for_unknown_caller(self, started: CallStarted) -> None:
         """An unknown number becomes a lead as soon as its call appears (withheld numbers never do)."""

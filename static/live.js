@@ -146,5 +146,12 @@
   // Lists that follow calls ("My calls", the missed board) reload their table body in place.
   socket.on('call_logged', () => document.dispatchEvent(new CustomEvent('callboard:call-logged')));
   socket.on('missed_changed', () => document.dispatchEvent(new CustomEvent('callboard:missed-changed')));
+  socket.on('task', (t) => {
+    const box = document.getElementById('toast');
+    if (!box) return;
+    box.textContent = t.text + ' — see the missed-call board';
+    box.className = 'show';
+    setTimeout(() => { box.className = ''; }, 8000);
+  });
   window.callboardSocket = socket;
 })();

@@ -14,6 +14,7 @@ from crm import calls as calls_db
 from crm import leads as leads_db
 from crm import users as users_db
 from crm.matching import find_caller
+from crm.missed import MissedUpdate
 from crm.phones import format_phone
 from crm.settings import Settings
 from cti.calls import AgentRinging, AgentRingStopped, AgentStateChanged, CallAnswered, CallEnded, CallTransferred
@@ -23,6 +24,7 @@ from web.auth import SESSION_COOKIE
 logger = logging.getLogger(__name__)
 
 BOARD_ROOM = "board"
+MANAGERS_ROOM = "managers"  # unassigned missed callers are everyone's to see
 
 
 def user_room(user_id: int) -> str:
@@ -54,6 +56,7 @@ def register_handlers(sio: socketio.AsyncServer, app: web.Application) -> None:
         await sio.enter_room(sid, user_room(user.id))
         if user.extension:
             await sio.enter_room(sid, extension_room(user.extension))
+        await sio.enter_room(sid, MANAGERS_ROOM)
         if user.sees_everything:
             await sio.enter_room(sid, BOARD_ROOM)
             telephony = app.get(keys.TELEPHONY)
@@ -92,6 +95,16 @@ class SocketNotifier:
                                     room=extension_room(extension))
         elif isinstance(event, CallEnded):
             await self._ended(event)
+        elif isinstance(event, MissedUpdate):
+            body = {"row_id": event.row_id, "kind": event.kind}
+            await self.sio.emit("missed_changed", body, room=BOARD_ROOM)
+            if event.manager_id is not None:
+                await self.sio.emit("missed_changed", body, room=user_room(event.manager_id))
+            else:
+                await self.sio.emit("missed_changed", body, room=MANAGERS_ROOM)
+            if event.task_assignee_id is not None:
+                await self.sio.emit("task", {"row_id": event.row_id, "text": "New callback task"},
+                                    room=user_room(event.task_assignee_id))
         elif isinstance(event, AgentStateChanged):
             await self.sio.emit("agent_state", {"extension": event.extension, "state": event.state},
                                 room=BOARD_ROOM)

@@ -16,6 +16,7 @@ from panoramisk import fast_agi
 
 from crm import contacts as contacts_db
 from crm import errors
+from crm import missed as missed_db
 from crm.demo import DEMO_ROUTING_TOKEN
 from crm.leads import get_or_create_phone_lead
 from crm.matching import find_caller
@@ -206,6 +207,11 @@ async def click_to_call(request: web.Request) -> web.Response:
         action_id = await telephony.originate(pbx, user.extension, phone.e164.lstrip("+"), user.display_name)
     except (TimeoutError, ConnectionError) as exc:
         return _unavailable(f"the PBX did not take the call: {exc}")
+    async with request.app[keys.POOL].acquire() as conn:
+        updates = await missed_db.mark_in_progress(conn, phone.e164, user)
+    notifier = request.app.get(keys.NOTIFIER)
+    for update in updates if notifier is not None else ():
+        await notifier.call_event(update)
     return web.json_response({"status": "ringing your phone", "extension": user.extension, "number": phone.e164,
                               "pbx": pbx, "action_id": action_id}, status=202)
 

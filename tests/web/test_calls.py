@@ -27,8 +27,8 @@ def record(call_id: str, caller: str, outcome: str = "answered", answered_by: st
 async def test_call_is_saved_once_and_linked_to_contact_and_manager(conn, factory):
     manager = await factory.user("manager1", extension="101")
     contact = await factory.contact("Demo Client", manager=manager, phones=["+7 495 123-45-67"])
-    first = await calls_db.save_call(conn, record("1.0", "+74951234567"))
-    again = await calls_db.save_call(conn, record("1.0", "+74951234567"))
+    first = (await calls_db.save_call(conn, record("1.0", "+74951234567"))).id
+    again = (await calls_db.save_call(conn, record("1.0", "+74951234567"))).id
     assert first == again
     call = await calls_db.get_call(conn, manager, first)
     assert (call.contact_id, call.user_id, call.outcome) == (contact.id, manager.id, "answered")

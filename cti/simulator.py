@@ -497,10 +497,11 @@ class AmiSimulator:
             self.live[uniqueid] = (fields, self.live[uniqueid][1])
 
     def place_call(self, caller: str, extension: str, answer_after: float | None, talk_seconds: float = 20.0,
-                   caller_name: str = "") -> asyncio.Task:
-        """An inbound call from `caller` to `extension`: answered after N s, or never (missed)."""
+                   caller_name: str = "", ring_timeout: float = 15.0) -> asyncio.Task:
+        """An inbound call from `caller` to `extension`: answered after N s, or never (missed after
+        `ring_timeout`, as Dial(PJSIP/101,15) gives up)."""
         if answer_after is None:
-            steps = self.writer.missed(caller, caller_name, extension, 15.0)
+            steps = self.writer.missed(caller, caller_name, extension, ring_timeout)
         else:
             steps = self.writer.answered(caller, caller_name, extension, answer_after, talk_seconds)
         return self.play(steps)

@@ -1,0 +1,111 @@
+"""The missed-call board end to end: the simulator over TCP, the API, socket.io and a real browser."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import csrf_headers
+from tests.web.live import SocketUser, session_cookie
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+async def wait_saved(app, count: int, timeout: float = 10) -> None:
+    from web.keys import TELEPHONY
+
+    deadline = time.monotonic() + timeout
+    while app[TELEPHONY].saved_calls < count:
+        assert time.monotonic() < deadline, "calls were not saved in time"
+        await asyncio.sleep(0.05)
+
+
+async def api_client(aiohttp_client_factory, base_url, login):
+    import aiohttp
+
+    session = aiohttp.ClientSession(base_url, cookie_jar=aiohttp.CookieJar(unsafe=True))  # an IP host
+    await session.post("/login", data={"login": login, "password": login}, allow_redirects=False)
+    page = await (await session.get("/missed")).text()
+    marker = '<meta name="csrf-token" content="'
+    start = page.index(marker) + len(marker)
+    return session, page[start:page.index('"', start)]
+
+
+async def test_three_missed_calls_from_one_number_are_one_row_and_a_callback_resolves_it(live, conn):
+    base_url, sim, app = live
+    head = SocketUser()
+    await head.connect(base_url, await session_cookie(base_url, "head"))
+    http, csrf = await api_client(None, base_url, "manager1")
+    try:
+        for _ in range(3):
+            await sim.place_call("74951234567", "101", None, ring_timeout=0.3)
+        await wait_saved(app, 3)
+        await head.wait_for("missed_changed")
+        rows = (await (await http.get("/api/missed")).json())["items"]
+        assert [(r["who"], r["tries"], r["state"], r["reason"]) for r in rows] == [
+            ("Demo Client", 3, "open", "no_answer")]
+        # Calling back: the row goes "in progress", then the answered call resolves it.
+        sim.originate_timing = (0.2, 0.3, 0.5)
+        resp = await http.post("/api/calls", json={"number": "+7 495 123-45-67"}, headers=csrf_headers(csrf))
+        assert resp.status == 202, await resp.text()
+        await wait_saved(app, 4)
+        row = (await (await http.get("/api/missed")).json())["items"][0]
+        assert (row["state"], row["resolution"], row["resolved_by"]) == ("resolved", "reached_outbound",
+                                                                           "Manager One")
+        assert row["seconds_to_callback"] >= 0
+        await head.wait_for("missed_changed", lambda e: e["kind"] == "resolved")
+    finally:
+        await http.close()
+        await head.close()
+
+
+async def test_a_queue_call_answered_by_the_second_agent_creates_nothing(live, conn):
+    _, sim, app = live
+    await sim.play(sim.writer.queue("79169990000", "", ("101", "102"), 0.3, 0.3))
+    await wait_saved(app, 1)
+    assert await conn.fetchval("SELECT outcome FROM calls") == "answered"
+    assert await conn.fetchval("SELECT count(*) FROM missed_callers") == 0
+
+
+async def test_a_manager_never_sees_another_managers_clients_row(live, conn):
+    base_url, sim, app = live
+    await sim.place_call("79161112233", "102", None, ring_timeout=0.3)  # Olga Smirnova, manager2's client
+    await wait_saved(app, 1)
+    mine, _ = await api_client(None, base_url, "manager1")
+    theirs, _ = await api_client(None, base_url, "manager2")
+    try:
+        assert (await (await mine.get("/api/missed")).json())["items"] == []
+        rows = (await (await theirs.get("/api/missed")).json())["items"]
+        assert [r["who"] for r in rows] == ["Olga Smirnova"]
+        page = await (await mine.get("/missed")).text()
+        assert "Olga" not in page
+    finally:
+        await mine.close()
+        await theirs.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+async def test_a_missed_call_appears_on_the_heads_board_without_reload(live):
+    from playwright.async_api import async_playwright, expect
+
+    from tests.web.test_browser import LAUNCH_ARGS
+
+    base_url, sim, _ = live
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = await browser.new_page()
+        await page.goto(f"{base_url}/login")
+        await page.fill("input[name=login]", "head")
+        await page.fill("input[name=password]", "head")
+        await page.click("button[type=submit]")
+        await page.goto(f"{base_url}/missed")
+        await expect(page.locator("#live")).to_have_text("live", timeout=10000)
+        await expect(page.locator("#missed-table")).to_contain_text("Every caller was reached")
+        await page.evaluate("window.__notReloaded = true")
+        sim.place_call("79165550077", "101", None, ring_timeout=0.3)
+        await expect(page.locator("#missed-table")).to_contain_text("+7 916 555-00-77", timeout=10000)
+        await expect(page.locator("#missed-table")).to_contain_text("New lead")
+        await expect(page.locator("#figures")).to_contain_text("1missed today")
+        assert await page.evaluate("window.__notReloaded === true")
+        await browser.close()

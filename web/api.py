@@ -233,6 +233,7 @@ def openapi_spec() -> dict[str, Any]:
         "security": [{"bearer": []}, {"session": []}],
         "paths": {
             **party_paths,
+            **_more_paths(error),
             "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "list"}}},
                            "post": {"summary": "Create a user (admin)", "responses": {"201": {
                                "description": "created"}, "403": error, "409": error, "422": error}}},
@@ -243,6 +244,57 @@ def openapi_spec() -> dict[str, Any]:
                 "put": {"summary": "Update a user (admin)", "responses": {"200": {"description": "updated"},
                                                                          "403": error}}},
         },
+    }
+
+
+def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
+    """Calls, click-to-call, routing, leads and the missed-call board."""
+    def query(*names: str) -> list[dict[str, Any]]:
+        return [{"name": n, "in": "query", "schema": {"type": "string"}} for n in names]
+
+    by_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+    json_body = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    ok = {"200": {"description": "ok"}}
+    return {
+        "/api/calls": {
+            "get": {"summary": "The call log (a manager: their own calls and their clients')",
+                    "parameters": query("day", "outcome"), "responses": {**ok, "422": error}},
+            "post": {"summary": "Click-to-call: ring my extension, then dial {number} (and optional contact_id)",
+                     "requestBody": json_body,
+                     "responses": {"202": {"description": "my phone rings"}, "422": error, "503": error}}},
+        "/api/calls/{id}": {"parameters": by_id, "get": {"summary": "One call", "responses": {**ok, "404": error}}},
+        "/api/route": {"get": {
+            "summary": "For the dialplan: the extension to dial for a caller (text/plain; JSON on Accept)",
+            "parameters": query("caller", "did", "pbx", "token"), "security": [],
+            "responses": {"200": {"description": "target", "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "target": {"type": "string"}, "kind": {"enum": ["manager", "fallback"]},
+                    "reason": {"type": "string"}, "contact_id": {"type": ["integer", "null"]},
+                    "lead_id": {"type": ["integer", "null"]}}}}}}, "403": {"description": "bad token"}}}},
+        "/api/leads": {
+            "get": {"summary": "Leads (a manager: their own)", "parameters": query("status", "source"),
+                    "responses": {**ok, "422": error}},
+            "post": {"summary": "Create a lead by hand {name, phone, email, company_name, message}",
+                     "requestBody": json_body, "responses": {"201": {"description": "created"}, "409": error}}},
+        "/api/leads/{id}": {"parameters": by_id, "get": {"summary": "One lead with its calls",
+                                                         "responses": {**ok, "404": error}}},
+        **{f"/api/leads/{{id}}/{action}": {"parameters": by_id, "post": {
+            "summary": summary, "requestBody": json_body, "responses": {**ok, "403": error, "409": error,
+                                                                        "422": error}}}
+           for action, summary in (("assign", "Assign to {manager_id} (head)"),
+                                   ("status", "Set {status}: in_work or qualified"),
+                                   ("convert", "Make a contact (and company) of it {contact_name, company_name}"),
+                                   ("junk", "Mark junk with a {reason}"))},
+        "/api/missed": {"get": {
+            "summary": "The missed-call board: open rows always, resolved ones within the window",
+            "parameters": query("manager", "line", "state"), "responses": {**ok, "422": error}}},
+        "/api/missed/{id}/resolve": {"parameters": by_id, "post": {
+            "summary": "Resolve by hand with a {reason}: spam, wrong_number, reached_another_way, not_needed",
+            "requestBody": json_body, "responses": {**ok, "404": error, "422": error}}},
+        "/api/missed/{id}/assign": {"parameters": by_id, "post": {
+            "summary": "Assign the callback to {manager_id} (head)", "requestBody": json_body,
+            "responses": {**ok, "403": error, "404": error}}},
     }
 
 

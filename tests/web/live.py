@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 import aiohttp
 import socketio
@@ -45,3 +47,16 @@ class SocketUser:
 
     async def close(self) -> None:
         await self.client.disconnect()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def require_chromium() -> None:
+    """Browser tests skip on a developer machine without chromium, but fail in CI (it must be there)."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium (see .ci/run)", pytrace=False)
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")

@@ -1,20 +1,13 @@
 """The pages in a real browser (Playwright driving Debian's chromium): screen-pops, isolation, recordings."""
 
-import os
 import shutil
 import wave
 from pathlib import Path
 
 import pytest
+from playwright.async_api import async_playwright, expect
 
-CHROMIUM = "/usr/bin/chromium"
-
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium (see .ci/run)", pytrace=False)
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-from playwright.async_api import async_playwright, expect  # noqa: E402
+from tests.web.live import CHROMIUM, require_chromium
 
 LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update",
                "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
@@ -22,6 +15,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu
 
 @pytest.fixture
 async def browser():
+    require_chromium()
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         yield chromium
@@ -104,4 +98,5 @@ async def demo_live(settings, pool, conn, aiohttp_server):
 
 
 def test_chromium_is_debians():
+    require_chromium()
     assert shutil.which("chromium") == CHROMIUM

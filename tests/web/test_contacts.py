@@ -73,7 +73,8 @@ async def test_company_with_contacts(client, factory):
 
 async def test_openapi_describes_the_api(client):
     spec = await (await client.get("/api/openapi.json")).json()
-    assert {"/api/contacts", "/api/companies/{id}", "/api/users"} <= set(spec["paths"])
+    assert {"/api/contacts", "/api/companies/{id}", "/api/users", "/api/calls", "/api/route", "/api/leads",
+            "/api/missed", "/api/missed/{id}/resolve"} <= set(spec["paths"])
 
 
 async def test_health_and_readiness(client):

@@ -2,14 +2,9 @@
 
 import asyncio
 import time
-from pathlib import Path
-
-import pytest
 
 from tests.conftest import csrf_headers
-from tests.web.live import SocketUser, session_cookie
-
-CHROMIUM = "/usr/bin/chromium"
+from tests.web.live import CHROMIUM, SocketUser, require_chromium, session_cookie
 
 
 async def wait_saved(app, count: int, timeout: float = 10) -> None:
@@ -85,8 +80,8 @@ async def test_a_manager_never_sees_another_managers_clients_row(live, conn):
         await theirs.close()
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 async def test_a_missed_call_appears_on_the_heads_board_without_reload(live):
+    require_chromium()
     from playwright.async_api import async_playwright, expect
 
     from tests.web.test_browser import LAUNCH_ARGS

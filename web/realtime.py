@@ -117,6 +117,7 @@ class SocketNotifier:
             # The phone rings now: a popup with the number alone beats no popup.
             logger.warning("popup for %s without CRM data: %s", event.call_id, exc)
             payload = {"call_id": event.call_id, "number": event.caller, "display": event.caller,
+                       "ringing_since": event.ts,
                        "caller_name": event.caller_name, "direction": event.direction}
         await self.sio.emit("popup", payload, room=extension_room(event.extension))
 
@@ -124,7 +125,7 @@ class SocketNotifier:
         """What the ringing manager needs at a glance. Plain data: the browser renders it as text."""
         number = event.caller
         payload: dict[str, Any] = {
-            "call_id": event.call_id, "pbx": event.pbx, "number": number,
+            "call_id": event.call_id, "pbx": event.pbx, "number": number, "ringing_since": event.ts,
             "display": format_phone(number) if number.startswith("+") else (number or "withheld"),
             "caller_name": event.caller_name, "direction": event.direction, "originated": event.originated,
             "contact": None, "company": None, "manager": None, "lead": None, "history": [], "deals": [],

@@ -105,7 +105,7 @@ async def calls_page(request: web.Request) -> web.Response:
         agents.update(telephony.agent_states())
     return render(request, "calls.html", calls=calls, outcome=outcome or "", day=day_text, outcomes=OUTCOMES,
                   pbx_status=telephony.pbx_status() if telephony else {}, agent_states=agents,
-                  demo_pbx=keys.DEMO_SIMULATOR in request.app)
+                  demo_pbx=keys.DEMO_SIMULATOR in request.app, extension=user.extension or "101")
 
 
 async def list_calls_api(request: web.Request) -> web.Response:
@@ -129,8 +129,9 @@ async def pbx_status_api(request: web.Request) -> web.Response:
 
 
 async def demo_call_api(request: web.Request) -> web.Response:
-    """Demo only: make the simulator place an inbound call (admin token or head session)."""
-    require_role(request, "admin", "head")
+    """Demo only: make the simulator place an inbound call. Head and admin ring any extension; a
+    manager trying the demo rings their own phone."""
+    user = current_user(request)
     simulator = request.app.get(keys.DEMO_SIMULATOR)
     if simulator is None:
         raise web.HTTPNotFound(reason="only in demo mode")
@@ -144,6 +145,8 @@ async def demo_call_api(request: web.Request) -> web.Response:
     e164 = parse_phone(caller, request.app[keys.SETTINGS].phone_region).e164
     if not extension.isdigit() or not 2 <= len(extension) <= 6:
         raise errors.ValidationError("extension", "must be 2-6 digits")
+    if not user.sees_everything and extension != user.extension:
+        raise errors.Forbidden("a manager can ring only their own extension")
     for name, value in (("answer_after", answer_after), ("talk_seconds", talk_seconds)):
         if value is not None and (not isinstance(value, (int, float)) or not 0 <= value <= 3600):
             raise errors.ValidationError(name, "must be a number of seconds (0-3600) or null")

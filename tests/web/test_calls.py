@@ -103,8 +103,15 @@ async def test_demo_call_control_places_a_call_that_reaches_the_log(settings, po
     assert bad.status == 422
 
 
-async def test_demo_call_control_is_refused_to_managers_and_outside_demo(client, factory):
+async def test_demo_call_control_outside_demo_and_managers_ring_only_their_own_phone(client, factory, settings,
+                                                                                      pool, aiohttp_client):
     await factory.user("manager1", extension="101")
     csrf = await login(client, "manager1")
     resp = await client.post("/api/demo/calls", headers=csrf_headers(csrf), json={"caller": "+74951234567"})
-    assert resp.status == 403
+    assert resp.status == 404  # not a demo
+    demo = await aiohttp_client(create_app(replace(settings, demo=True), pool))
+    csrf = await login(demo, "manager1")
+    other = await demo.post("/api/demo/calls", headers=csrf_headers(csrf), json={"extension": "102"})
+    assert other.status == 403
+    own = await demo.post("/api/demo/calls", headers=csrf_headers(csrf), json={"extension": "101"})
+    assert own.status == 202

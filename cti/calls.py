@@ -520,26 +520,31 @@ class CallTracker:
         if call is None:
             return []
         ts = self._ts(event)
-        if event.second_transferer is not None:
-            # A phone's own consultation call (SIP REFER with Replaces) has its own Linkedid:
-            # it joins the customer's call and is never logged as a call of its own.
-            consult_id = self._call_id_of(event.second_transferer)
-            consult = self.calls.get(consult_id)
-            if consult is not None and consult is not call:
-                for uniqueid in list(consult.legs):
-                    leg = self.legs.get(uniqueid)
-                    if leg is not None:
-                        leg.call_id = call.call_id
-                        call.legs.append(uniqueid)
-                for extension in consult.agents_rang:
-                    if extension not in call.agents_rang:
-                        call.agents_rang.append(extension)
-                del self.calls[consult_id]
-                self._merged[consult_id] = call.call_id
+        # The consultation (a phone's own second call, or the Local/… channels Asterisk dials for
+        # Atxfer) may have a Linkedid of its own: every call the event names joins the customer's
+        # call, which keeps its identity; the consultation is never logged as a call of its own.
+        for channel in (event.second_transferer, event.target, event.transferee):
+            if channel is not None:
+                self._merge_into(call, self._call_id_of(channel))
         source = self.legs.get(event.orig_transferer.uniqueid)
         transfer = Transfer(source.extension if source else None, self._transfer_target(event), "attended")
         call.transfers.append(transfer)
         return [CallTransferred(self.pbx, call.call_id, ts, transfer)]
+
+    def _merge_into(self, call: Call, other_id: str) -> None:
+        other = self.calls.get(other_id)
+        if other is None or other is call:
+            return
+        for uniqueid in other.legs:
+            leg = self.legs.get(uniqueid)
+            if leg is not None:
+                leg.call_id = call.call_id
+                call.legs.append(uniqueid)
+        for extension in other.agents_rang:
+            if extension not in call.agents_rang:
+                call.agents_rang.append(extension)
+        del self.calls[other_id]
+        self._merged[other_id] = call.call_id
 
     def _transfer_target(self, event: ev.AttendedTransferred) -> str | None:
         source = self.legs.get(event.orig_transferer.uniqueid) if event.orig_transferer else None

@@ -248,3 +248,28 @@ def test_events_of_unknown_calls_and_garbage_change_nothing():
     tracker = CallTracker("t")
     assert pbx.run(tracker) == ([], [])
     assert tracker.calls == {} and tracker.legs == {}
+
+
+def test_atxfer_whose_local_channels_have_their_own_linkedid_is_still_one_call():
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    a101 = ring(pbx, trunk, "101")
+    pbx.tick(2)
+    answer(pbx, trunk, a101)
+    pbx.tick(10)
+    one, two = pbx.local_pair("102", "1795500099.77")  # a Linkedid of their own
+    pbx.emit("Newchannel", one).emit("Newchannel", two)
+    a102 = pbx.chan("102", "1795500099.77", name="Agent 102")
+    pbx.emit("Newchannel", a102).emit("DialBegin", two, a102, DialString="PJSIP/102").state(a102, 5)
+    pbx.tick(3).state(a102, 6).emit("DialEnd", two, a102, DialStatus="ANSWER").tick(5)
+    pbx.emit("AttendedTransfer", None, prefixes={"OrigTransferer": a101, "SecondTransferer": a101,
+                                                 "Transferee": trunk, "TransferTarget": one},
+             Result="Success", DestType="Link")
+    pbx.hangup(a101, 16).hangup(one, 16).hangup(two, 16)
+    pbx.tick(20).hangup(trunk, 16, far_end=True).hangup(a102, 16)
+    calls, _ = pbx.run()
+    assert [c.call_id for c in calls] == [trunk.linkedid]
+    call = calls[0]
+    assert (call.outcome, call.answered_by, call.agents_rang) == ("answered", "101", ("101", "102"))
+    assert [(t.from_, t.to, t.kind) for t in call.transfers] == [("101", "102", "attended")]
+    assert dict(call.talk_by_agent) == {"101": 18, "102": 25}

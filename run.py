@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="HTTP address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8080)")
     parser.add_argument("--data-dir", type=Path, help="data directory (default ./var, or CALLBOARD_DATA_DIR)")
+    parser.add_argument("--smtp-host", help="SMTP intake address (default 127.0.0.1)")
+    parser.add_argument("--smtp-port", type=int, help="SMTP intake port (default 2525; 0 turns it off)")
     parser.add_argument("--demo", action="store_true",
                         help="serve with demo users and data and the built-in PBX simulator")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -58,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = load_settings(config_file=args.config, overrides={
-        "host": args.host, "port": args.port, "data_dir": args.data_dir, "demo": args.demo or None})
+        "host": args.host, "port": args.port, "data_dir": args.data_dir, "demo": args.demo or None,
+        "smtp_host": args.smtp_host, "smtp_port": args.smtp_port})
     return ensure_session_secret(settings)
 
 

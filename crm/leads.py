@@ -83,6 +83,9 @@ INSERT INTO leads (source, phone_e164, email, name, company_name, first_message,
 VALUES ('manual', $1, $2, $3, $4, $5, $6, CASE WHEN $6::bigint IS NULL THEN 'new' ELSE 'in_work' END)
 RETURNING id
 """
+INSERT_ANONYMOUS_LEAD = """
+INSERT INTO leads (source, name, company_name, first_message) VALUES ($1, $2, $3, $4) RETURNING id
+"""
 ASSIGN_LEAD = """
 UPDATE leads SET manager_id = $2, status = CASE WHEN status = 'new' THEN 'in_work' ELSE status END,
        updated_at = now()
@@ -142,17 +145,18 @@ async def list_leads(conn: asyncpg.Connection, viewer: User, status: str | None 
 
 
 async def get_or_create_phone_lead(conn: asyncpg.Connection, e164: str, line: str, name: str = "",
-                                   first_message: str = "") -> tuple[Lead, bool]:
+                                   first_message: str = "", source: str = "phone") -> tuple[Lead, bool]:
     """The open lead of this number, created (and the heads told) if there is none."""
     async with conn.transaction():
-        lead_id = await conn.fetchval(INSERT_PHONE_LEAD, "phone", e164, name[:200], first_message[:2000], line[:64])
+        lead_id = await conn.fetchval(INSERT_PHONE_LEAD, source, e164, name[:200], first_message[:2000], line[:64])
         if lead_id is None:
             row = await conn.fetchrow(OPEN_LEAD_BY_PHONE, e164)
             if row is not None:
                 return _lead(row), False
             raise Conflict("the open lead of this number changed meanwhile; try again")
         lead = _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
-        await notify_heads(conn, "new_lead", f"New lead: call from {format_phone(e164)}", lead.id)
+        what = "call" if source == "phone" else source.replace("_", " ")
+        await notify_heads(conn, "new_lead", f"New lead: {what} from {format_phone(e164)}", lead.id)
         return lead, True
 
 
@@ -173,6 +177,16 @@ async def get_or_create_email_lead(conn: asyncpg.Connection, source: str, email:
         lead = _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
         await notify_heads(conn, "new_lead", f"New lead ({source.replace('_', ' ')}): {name or email}", lead.id)
         return lead, True
+
+
+async def create_lead_without_address(conn: asyncpg.Connection, source: str, name: str, company_name: str,
+                                      first_message: str) -> Lead:
+    """A request with neither phone nor e-mail (a form left half empty) still reaches the CRM."""
+    lead_id = await conn.fetchval(INSERT_ANONYMOUS_LEAD, source, name[:200], company_name[:200],
+                                  first_message[:2000])
+    await notify_heads(conn, "new_lead", f"New lead ({source.replace('_', ' ')}) without a phone or e-mail",
+                       lead_id)
+    return _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
 
 
 async def notify_heads(conn: asyncpg.Connection, kind: str, text: str, lead_id: int | None = None,

@@ -59,6 +59,12 @@ class Settings:
     working_days: str = "1-5"
     callback_minutes: int = 120
     missed_window_days: int = 7
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_recipients: tuple[str, ...] = ("sales", "info")
+    smtp_users: tuple[str, ...] = field(default=(), repr=False)
+    smtp_allowlist: tuple[str, ...] = ()
+    smtp_max_bytes: int = 20 * 1024 * 1024
     demo: bool = False
 
     @property
@@ -134,6 +140,18 @@ def _parse_channel_template(value: str) -> str:
     return value
 
 
+def _parse_recipients(value: str | list[str]) -> tuple[str, ...]:
+    """'sales@example.com' matches that address; a bare 'sales' matches sales@ at any domain."""
+    return tuple(item.lower() for item in _parse_list(value))
+
+
+def _parse_smtp_users(value: str | list[str]) -> tuple[str, ...]:
+    users = _parse_list(value)
+    if any(":" not in u or u.startswith(":") for u in users):
+        raise ValueError("use login:password pairs separated by commas")
+    return users
+
+
 def _checked(parser):
     """Keep the text as given, but only if `parser` accepts it."""
     def check(value: str) -> str:
@@ -204,6 +222,12 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("working_days", "CALLBOARD_WORKING_DAYS", "working_days", _checked(parse_days)),
     ("callback_minutes", "CALLBOARD_CALLBACK_MINUTES", "callback_minutes", _parse_positive),
     ("missed_window_days", "CALLBOARD_MISSED_WINDOW_DAYS", "missed_window_days", _parse_positive),
+    ("smtp_host", "CALLBOARD_SMTP_HOST", "smtp_host", str),
+    ("smtp_port", "CALLBOARD_SMTP_PORT", "smtp_port", _parse_port_or_off),
+    ("smtp_recipients", "CALLBOARD_SMTP_RECIPIENTS", "smtp_recipients", _parse_recipients),
+    ("smtp_users", "CALLBOARD_SMTP_USERS", "smtp_users", _parse_smtp_users),
+    ("smtp_allowlist", "CALLBOARD_SMTP_ALLOWLIST", "smtp_allowlist", _parse_networks),
+    ("smtp_max_bytes", "CALLBOARD_SMTP_MAX_BYTES", "smtp_max_bytes", _parse_positive),
 )
 
 

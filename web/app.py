@@ -15,7 +15,7 @@ from aiohttp import web
 from crm import errors
 from crm.phones import format_phone
 from crm.settings import Settings
-from web import api, auth, health, keys, leads, missed, pages, realtime, recordings, routing, telephony
+from web import api, auth, health, keys, leads, mailserver, missed, pages, realtime, recordings, routing, telephony
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     api.setup(app)
     leads.setup(app)
     missed.setup(app)
+    mailserver.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)

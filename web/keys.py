@@ -23,6 +23,8 @@ NOTIFIER = web.AppKey("notifier", "Notifier")
 DEMO_SIMULATOR = web.AppKey("demo_simulator", "AmiSimulator")
 ROUTER = web.AppKey("router", "Router")
 SIO = web.AppKey("sio", socketio.AsyncServer)
+MAIL_HANDLER = web.AppKey("mail_handler", object)
+SMTP_PORT = web.AppKey("smtp_port", int)
 AGI_PORT = web.AppKey("agi_port", int)
 
 # Per-request: who is asking, their session's CSRF token, and whether they came with an API token.

@@ -9,6 +9,7 @@ from aiohttp import web
 from crm import calls as calls_db
 from crm import errors
 from crm import leads as leads_db
+from crm import mail as mail_db
 from crm import users as users_db
 from crm.leads import Lead
 from crm.phones import parse_phone
@@ -112,8 +113,9 @@ async def lead_page(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         lead = await leads_db.get_lead(conn, user, _lead_id(request))
         calls = await calls_db.list_lead_calls(conn, lead.id)
+        mails = await mail_db.list_party_mail(conn, None, None, lead.id)
         managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
-    return render(request, "lead.html", lead=lead, calls=calls, managers=managers)
+    return render(request, "lead.html", lead=lead, calls=calls, mails=mails, managers=managers)
 
 
 def setup(app: web.Application) -> None:

@@ -12,6 +12,7 @@ from multidict import MultiDictProxy
 from crm import calls as calls_db
 from crm import contacts as contacts_db
 from crm import errors
+from crm import mail as mail_db
 from crm import users as users_db
 from crm.contacts import Kind, PartyInput
 from web import keys
@@ -106,8 +107,10 @@ async def party_card(request: web.Request) -> web.Response:
         members = await contacts_db.list_company_contacts(conn, user, party.id) if kind == "company" else []
         calls = await calls_db.list_party_calls(conn, party.id if kind == "contact" else None,
                                                 party.id if kind == "company" else None)
+        mails = await mail_db.list_party_mail(conn, party.id if kind == "contact" else None,
+                                              party.id if kind == "company" else None)
     return render(request, "party.html", kind=kind, section=request.match_info["section"], titles=TITLES[kind],
-                  party=party, members=members, calls=calls)
+                  party=party, members=members, calls=calls, mails=mails)
 
 
 def _form_input(form: MultiDictProxy) -> PartyInput:

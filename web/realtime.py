@@ -20,6 +20,7 @@ from crm.settings import Settings
 from cti.calls import AgentRinging, AgentRingStopped, AgentStateChanged, CallAnswered, CallEnded, CallTransferred
 from web import keys
 from web.auth import SESSION_COOKIE
+from web.mailserver import MailReceived
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class SocketNotifier:
                                     room=extension_room(extension))
         elif isinstance(event, CallEnded):
             await self._ended(event)
+        elif isinstance(event, MailReceived):
+            await self.sio.emit("task", {"text": event.text}, room=user_room(event.user_id))
         elif isinstance(event, MissedUpdate):
             body = {"row_id": event.row_id, "kind": event.kind}
             await self.sio.emit("missed_changed", body, room=BOARD_ROOM)

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from cti.calls import AgentRinging
+from tests.web.live import SocketUser, session_cookie
 from web.app import create_app
 from web.keys import NOTIFIER
-from tests.web.live import SocketUser, session_cookie
 
 REDIS_URL = os.environ.get("CALLBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

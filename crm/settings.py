@@ -44,6 +44,7 @@ class Settings:
     routing_fallback: str = "sales"
     routing_deadline_ms: int = 250
     routing_token: str = field(default="", repr=False)
+    routing_cache: bool = True
     timezone: str = "Europe/Moscow"
     recordings_dir: Path | None = None
     # Direction rules (see cti/calls.py): endpoints that are trunks, contexts that take outside calls.
@@ -140,6 +141,17 @@ def _parse_channel_template(value: str) -> str:
     return value
 
 
+def _parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use on or off")
+
+
 def _parse_recipients(value: str | list[str]) -> tuple[str, ...]:
     """'sales@example.com' matches that address; a bare 'sales' matches sales@ at any domain."""
     return tuple(item.lower() for item in _parse_list(value))
@@ -208,6 +220,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("routing_fallback", "CALLBOARD_ROUTING_FALLBACK", "routing_fallback", str),
     ("routing_deadline_ms", "CALLBOARD_ROUTING_DEADLINE_MS", "routing_deadline_ms", _parse_positive),
     ("routing_token", "CALLBOARD_ROUTING_TOKEN", "routing_token", str),
+    ("routing_cache", "CALLBOARD_ROUTING_CACHE", "routing_cache", _parse_bool),
     ("timezone", "CALLBOARD_TIMEZONE", "timezone", _parse_timezone),
     ("recordings_dir", "CALLBOARD_RECORDINGS_DIR", "recordings_dir", Path),
     ("trunk_endpoints", "CALLBOARD_TRUNK_ENDPOINTS", "trunk_endpoints", _parse_list),

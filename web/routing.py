@@ -21,6 +21,7 @@ from crm.demo import DEMO_ROUTING_TOKEN
 from crm.leads import get_or_create_phone_lead
 from crm.matching import find_caller
 from crm.phones import normalise_caller, parse_phone
+from crm.routing_index import IndexKeeper, RoutingIndex
 from crm.settings import Settings
 from cti.routing import RouteDecision, decide, fallback_for
 from cti.service import TelephonyService
@@ -37,6 +38,7 @@ class Router:
     settings: Settings
     pool: asyncpg.Pool
     telephony: TelephonyService | None
+    index: RoutingIndex | None = None
 
     async def route(self, caller: str, did: str, pbx: str | None = None) -> RouteDecision:
         fallback = self.settings.routing_fallback
@@ -61,11 +63,15 @@ class Router:
         region = self.settings.phone_region
         e164 = normalise_caller(caller, region)
         lead_id = None
-        async with self.pool.acquire() as conn:
-            match = await find_caller(conn, caller, region, self.settings.suffix_match_digits)
-            if match is None and e164 is not None:
+        if self.index is not None and self.index.ready:
+            match = self.index.find(caller, region)  # known callers: no database round trip
+        else:
+            async with self.pool.acquire() as conn:
+                match = await find_caller(conn, caller, region, self.settings.suffix_match_digits)
+        if match is None and e164 is not None:
+            async with self.pool.acquire() as conn:
                 lead, _ = await get_or_create_phone_lead(conn, e164, did)
-                lead_id = lead.id
+            lead_id = lead.id
         state = None
         if match is not None and match.manager_extension and self.telephony is not None:
             state = self.telephony.agent_state(match.manager_extension, pbx)
@@ -158,7 +164,13 @@ def make_agi_app(router: Router) -> AgiApplication:
 
 async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    router = Router(settings, app[keys.POOL], app.get(keys.TELEPHONY))
+    keeper = None
+    index = None
+    if settings.routing_cache:
+        index = RoutingIndex(settings.suffix_match_digits)
+        keeper = IndexKeeper(index, app[keys.POOL])
+        await keeper.start()
+    router = Router(settings, app[keys.POOL], app.get(keys.TELEPHONY), index)
     app[keys.ROUTER] = router
     server = None
     if settings.agi_port:
@@ -176,6 +188,8 @@ async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
         if server is not None:
             server.close()
             await server.wait_closed()
+        if keeper is not None:
+            await keeper.stop()
 
 
 # ------------------------------------------------------------------ click-to-call

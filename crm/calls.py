@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from crm import missed
+from crm.deals import open_deal_of_contact
 from crm.errors import NotFound
 from crm.leads import get_or_create_phone_lead
 from crm.matching import find_caller
@@ -156,6 +157,7 @@ LIST_PARTY_CALLS = _CALL_SELECT + """
 WHERE (c.contact_id = $1 OR ($2::bigint IS NOT NULL AND c.company_id = $2))
 ORDER BY c.started_at DESC LIMIT $3
 """
+ATTACH_DEAL = "UPDATE calls SET deal_id = $2 WHERE id = $1 AND deal_id IS NULL"
 COUNT_LEGS = "SELECT count(*) FROM call_legs WHERE call_id = $1"
 INSERT_JOURNAL = "INSERT INTO ami_journal (pbx, received_at, linkedid, raw) VALUES ($1, $2, $3, $4)"
 SELECT_JOURNAL = "SELECT raw FROM ami_journal WHERE pbx = $1 AND linkedid = $2 ORDER BY id"
@@ -205,6 +207,9 @@ async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: st
             await conn.executemany(UPSERT_LEG, [
                 (call_id, record.pbx, leg.uniqueid, leg.channel, leg.kind, leg.extension, _dt(leg.created_at),
                  _dt(leg.answered_at), _dt(leg.ended_at), leg.hangup_cause) for leg in record.legs])
+        deal_id = await open_deal_of_contact(conn, match.contact_id if match else None)
+        if deal_id is not None:
+            await conn.execute(ATTACH_DEAL, call_id, deal_id)
         updates = await missed.record_call(
             conn, call_id, record.direction, record.outcome, record.reason, caller_e164, record.callee,
             _dt(record.started_at), _dt(record.answered_at), user_id, match.contact_id if match else None,

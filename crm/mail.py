@@ -19,6 +19,7 @@ from email.utils import getaddresses, parseaddr
 import asyncpg
 import phonenumbers
 
+from crm.deals import open_deal_of_contact
 from crm.errors import NotFound
 from crm.leads import (
     OPEN_LEAD_BY_EMAIL,
@@ -219,6 +220,7 @@ WHERE id = $1
 INSERT_ATTACHMENT = """
 INSERT INTO mail_attachments (message_id, filename, content_type, size, data) VALUES ($1, $2, $3, $4, $5)
 """
+ATTACH_DEAL = "UPDATE mail_messages SET deal_id = $2 WHERE id = $1"
 PARTY_BY_EMAIL = """
 SELECT e.contact_id, coalesce(c.company_id, e.company_id) AS company_id,
        coalesce(c.manager_id, co.manager_id) AS manager_id
@@ -306,6 +308,9 @@ async def process_stored(conn: asyncpg.Connection, message_id: int, raw: bytes, 
         await conn.execute(MARK_PARSED, message_id, parsed.kind, parsed.subject, parsed.sender_email,
                            parsed.sender_name[:200], parsed.text, json.dumps(extracted, ensure_ascii=False),
                            contact_id, company_id, lead_id)
+        deal_id = await open_deal_of_contact(conn, contact_id)
+        if deal_id is not None:
+            await conn.execute(ATTACH_DEAL, message_id, deal_id)
         for filename, content_type, data in parsed.attachments:
             await conn.execute(INSERT_ATTACHMENT, message_id, filename, content_type, len(data), data)
         notify = None

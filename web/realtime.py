@@ -11,6 +11,7 @@ import socketio
 from aiohttp import web
 
 from crm import calls as calls_db
+from crm import deals as deals_db
 from crm import leads as leads_db
 from crm import users as users_db
 from crm.matching import find_caller
@@ -144,6 +145,8 @@ class SocketNotifier:
                     payload["company"] = {"id": match.company_id, "name": match.company_name}
                 payload["manager"] = match.manager_name
                 history = await calls_db.list_party_calls(conn, match.contact_id, match.company_id, limit=5)
+                payload["deals"] = [{"id": d["id"], "title": d["title"], "stage": d["stage"]} for d in
+                                    await deals_db.open_deals_brief(conn, match.contact_id, match.company_id)]
             else:
                 lead = await conn.fetchrow(leads_db.OPEN_LEAD_BY_PHONE, number)
                 if lead is not None:

@@ -1,0 +1,333 @@
+"""Deals: stages with normal durations, items, reservation into stock / production / supplier orders,
+won or lost with a reason; stuck-deal detection; the illiquid-stock widget's figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+
+from crm import stock
+from crm.errors import Conflict, NotFound, ValidationError
+from crm.leads import notify_heads
+from crm.users import User
+
+LOSS_REASONS = ("price", "competitor", "no_budget", "no_decision", "lead_time", "spec_mismatch", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    code: str
+    name: str
+    position: int
+    normal_days: int
+    reserves_stock: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Deal:
+    id: int
+    title: str
+    contact_id: int | None
+    contact_name: str | None
+    company_id: int | None
+    company_name: str | None
+    lead_id: int | None
+    manager_id: int | None
+    manager_name: str | None
+    stage: str
+    stage_name: str
+    normal_days: int
+    status: str
+    loss_reason: str | None
+    needs: str
+    legal_entity: str
+    manual_amount: Decimal | None
+    items_amount: Decimal
+    probability: int
+    source: str
+    stage_changed_at: datetime
+    created_at: datetime
+
+    @property
+    def amount(self) -> Decimal:
+        return self.manual_amount if self.manual_amount is not None else self.items_amount
+
+    def is_stuck(self, now: datetime) -> bool:
+        return self.status == "in_progress" and now - self.stage_changed_at > timedelta(days=self.normal_days)
+
+    def days_in_stage(self, now: datetime) -> int:
+        return max(0, (now - self.stage_changed_at).days)
+
+
+@dataclass(frozen=True, slots=True)
+class DealItem:
+    id: int
+    product_id: int
+    sku: str
+    name: str
+    unit: str
+    quantity: Decimal
+    price: Decimal
+    made_in_house: bool
+    reserved: Decimal
+    in_production: Decimal
+    ordered: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.quantity * self.price
+
+    @property
+    def uncovered(self) -> Decimal:
+        return max(Decimal(0), self.quantity - self.reserved - self.in_production - self.ordered)
+
+
+LIST_STAGES = "SELECT code, name, position, normal_days, reserves_stock FROM deal_stages ORDER BY position"
+_DEAL_SELECT = """
+SELECT d.id, d.title, d.contact_id, ct.name AS contact_name, d.company_id, co.name AS company_name, d.lead_id,
+       d.manager_id, u.display_name AS manager_name, d.stage, s.name AS stage_name, s.normal_days, d.status,
+       d.loss_reason, d.needs, d.legal_entity, d.manual_amount,
+       coalesce((SELECT sum(i.quantity * i.price) FROM deal_items i WHERE i.deal_id = d.id), 0) AS items_amount,
+       d.probability, d.source, d.stage_changed_at, d.created_at
+FROM deals d
+JOIN deal_stages s ON s.code = d.stage
+LEFT JOIN contacts ct ON ct.id = d.contact_id
+LEFT JOIN companies co ON co.id = d.company_id
+LEFT JOIN users u ON u.id = d.manager_id
+"""
+# A manager sees their own deals; head and admin see all.
+GET_DEAL = _DEAL_SELECT + "WHERE d.id = $1 AND ($2::bigint IS NULL OR d.manager_id = $2)"
+LIST_DEALS = _DEAL_SELECT + """
+WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
+  AND ($3::bigint IS NULL OR d.contact_id = $3 OR d.company_id = $4)
+ORDER BY s.position, d.stage_changed_at LIMIT 500
+"""
+INSERT_DEAL = """
+INSERT INTO deals (title, contact_id, company_id, lead_id, manager_id, stage, needs, legal_entity, manual_amount,
+                   probability, source, stage_changed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
+"""
+INSERT_HISTORY = "INSERT INTO deal_stage_history (deal_id, stage, entered_at, user_id) VALUES ($1, $2, $3, $4)"
+CLOSE_HISTORY = "UPDATE deal_stage_history SET left_at = $2 WHERE deal_id = $1 AND left_at IS NULL"
+LIST_HISTORY = """
+SELECT h.stage, s.name, h.entered_at, h.left_at, u.display_name AS who FROM deal_stage_history h
+JOIN deal_stages s ON s.code = h.stage LEFT JOIN users u ON u.id = h.user_id
+WHERE h.deal_id = $1 ORDER BY h.entered_at, h.id
+"""
+SET_STAGE = """
+UPDATE deals SET stage = $2, stage_changed_at = $3, stuck_flagged_at = NULL, updated_at = $3 WHERE id = $1
+"""
+CLOSE_DEAL = "UPDATE deals SET status = $2, loss_reason = $3, updated_at = $4 WHERE id = $1"
+INSERT_ITEM = "INSERT INTO deal_items (deal_id, product_id, quantity, price) VALUES ($1, $2, $3, $4) RETURNING id"
+DELETE_ITEM = "DELETE FROM deal_items WHERE id = $1 AND deal_id = $2 RETURNING product_id"
+LIST_ITEMS = """
+SELECT i.id, i.product_id, p.sku, p.name, p.unit, i.quantity, i.price, p.made_in_house,
+  greatest(0, coalesce((SELECT sum(CASE WHEN m.kind = 'reservation' THEN m.quantity ELSE -m.quantity END)
+            FROM stock_movements m WHERE m.deal_item_id = i.id AND m.kind IN ('reservation', 'release')), 0))
+    AS reserved,
+  coalesce((SELECT sum(o.quantity) FROM production_orders o WHERE o.deal_item_id = i.id AND o.status <> 'cancelled'),
+           0) AS in_production,
+  coalesce((SELECT sum(o.quantity) FROM supplier_orders o WHERE o.deal_item_id = i.id AND o.status <> 'cancelled'),
+           0) AS ordered
+FROM deal_items i JOIN products p ON p.id = i.product_id WHERE i.deal_id = $1 ORDER BY i.id
+"""
+INSERT_PRODUCTION = "INSERT INTO production_orders (deal_item_id, product_id, quantity) VALUES ($1, $2, $3)"
+INSERT_SUPPLIER = "INSERT INTO supplier_orders (deal_item_id, product_id, quantity) VALUES ($1, $2, $3)"
+OPEN_DEALS_OF_CONTACT = "SELECT id FROM deals WHERE contact_id = $1 AND status = 'in_progress' LIMIT 2"
+OPEN_DEALS_SHORT = """
+SELECT d.id, d.title, s.name AS stage FROM deals d JOIN deal_stages s ON s.code = d.stage
+WHERE d.status = 'in_progress' AND (d.contact_id = $1 OR ($2::bigint IS NOT NULL AND d.company_id = $2))
+ORDER BY d.created_at DESC LIMIT 5
+"""
+# Stuck: over the stage's normal days and not flagged since it entered the stage.
+NEWLY_STUCK = """
+UPDATE deals d SET stuck_flagged_at = $1
+FROM deal_stages s
+WHERE s.code = d.stage AND d.status = 'in_progress' AND d.stuck_flagged_at IS NULL
+  AND d.stage_changed_at + make_interval(days => s.normal_days) < $1
+RETURNING d.id, d.title, d.manager_id, s.name AS stage_name
+"""
+INSERT_STUCK_TASK = """
+INSERT INTO tasks (kind, title, assignee_id, due_at, deal_id) VALUES ('stuck_deal', $1, $2, $3, $4)
+"""
+INSERT_NOTIFICATION = "INSERT INTO notifications (user_id, kind, text) VALUES ($1, $2, $3)"
+# Sales of illiquid stock this month: shipments against a manager's deals of a product that had not
+# gone out for `days` before that shipment.
+ILLIQUID_SALES = """
+SELECT d.manager_id, u.display_name AS manager, coalesce(sum(m.quantity * i.price), 0) AS amount,
+       count(*) AS shipments
+FROM stock_movements m
+JOIN deal_items i ON i.id = m.deal_item_id
+JOIN deals d ON d.id = i.deal_id
+LEFT JOIN users u ON u.id = d.manager_id
+WHERE m.kind = 'shipment' AND m.created_at >= $1 AND ($3::bigint IS NULL OR d.manager_id = $3)
+  AND NOT EXISTS (SELECT 1 FROM stock_movements prev WHERE prev.product_id = m.product_id
+                  AND prev.kind IN ('shipment', 'write_off') AND prev.created_at < m.created_at
+                  AND prev.created_at >= m.created_at - make_interval(days => $2))
+GROUP BY d.manager_id, u.display_name ORDER BY amount DESC
+"""
+
+
+def _deal(row: asyncpg.Record) -> Deal:
+    return Deal(**dict(row))
+
+
+def _scope(viewer: User) -> int | None:
+    return None if viewer.sees_everything else viewer.id
+
+
+async def list_stages(conn: asyncpg.Connection) -> list[Stage]:
+    return [Stage(**dict(r)) for r in await conn.fetch(LIST_STAGES)]
+
+
+async def get_deal(conn: asyncpg.Connection, viewer: User, deal_id: int) -> Deal:
+    row = await conn.fetchrow(GET_DEAL, deal_id, _scope(viewer))
+    if row is None:
+        raise NotFound("deal")
+    return _deal(row)
+
+
+async def list_deals(conn: asyncpg.Connection, viewer: User, status: str | None = None,
+                     contact_id: int | None = None, company_id: int | None = None) -> list[Deal]:
+    if status is not None and status not in ("in_progress", "won", "lost"):
+        raise ValidationError("status", "in_progress, won or lost")
+    rows = await conn.fetch(LIST_DEALS, _scope(viewer), status, contact_id if contact_id or company_id else None,
+                            company_id)
+    return [_deal(r) for r in rows]
+
+
+async def create_deal(conn: asyncpg.Connection, viewer: User, title: str, now: datetime, *,
+                      contact_id: int | None = None, company_id: int | None = None, lead_id: int | None = None,
+                      manager_id: int | None = None, needs: str = "", legal_entity: str = "",
+                      manual_amount=None, probability: int = 20, source: str = "") -> Deal:
+    title = (title or "").strip()
+    if not title:
+        raise ValidationError("title", "is required")
+    if not 0 <= int(probability) <= 100:
+        raise ValidationError("probability", "0 to 100")
+    manager_id = manager_id if viewer.sees_everything else viewer.id
+    stages = await list_stages(conn)
+    amount = None if manual_amount in (None, "") else Decimal(str(manual_amount))
+    async with conn.transaction():
+        deal_id = await conn.fetchval(INSERT_DEAL, title[:200], contact_id, company_id, lead_id,
+                                      manager_id or viewer.id, stages[0].code, needs[:5000], legal_entity[:300],
+                                      amount, int(probability), source[:100], now)
+        await conn.execute(INSERT_HISTORY, deal_id, stages[0].code, now, viewer.id)
+    return await get_deal(conn, viewer, deal_id)
+
+
+async def list_items(conn: asyncpg.Connection, deal_id: int) -> list[DealItem]:
+    return [DealItem(**dict(r)) for r in await conn.fetch(LIST_ITEMS, deal_id)]
+
+
+async def stage_history(conn: asyncpg.Connection, deal_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(LIST_HISTORY, deal_id)]
+
+
+def _require_open(deal: Deal) -> None:
+    if deal.status != "in_progress":
+        raise Conflict(f"the deal is {deal.status}")
+
+
+async def add_item(conn: asyncpg.Connection, viewer: User, deal_id: int, product_id: int, quantity,
+                   price=None) -> list[DealItem]:
+    deal = await get_deal(conn, viewer, deal_id)
+    _require_open(deal)
+    product = await stock.get_product(conn, product_id)
+    amount = stock.parse_quantity(quantity)
+    unit_price = product.price if price in (None, "") else Decimal(str(price))
+    if unit_price < 0:
+        raise ValidationError("price", "must be zero or more")
+    await conn.execute(INSERT_ITEM, deal_id, product_id, amount, unit_price)
+    return await list_items(conn, deal_id)
+
+
+async def remove_item(conn: asyncpg.Connection, viewer: User, deal_id: int, item_id: int, now: datetime) -> None:
+    deal = await get_deal(conn, viewer, deal_id)
+    _require_open(deal)
+    async with conn.transaction():
+        for item in await list_items(conn, deal_id):
+            if item.id == item_id:
+                await stock.release(conn, item.id, item.product_id, now, viewer.id)
+        if await conn.fetchval(DELETE_ITEM, item_id, deal_id) is None:
+            raise NotFound("item")
+
+
+async def reserve_items(conn: asyncpg.Connection, viewer: User, deal_id: int, now: datetime) -> list[DealItem]:
+    """Each item takes what stock has; the rest is produced in house or ordered from a supplier."""
+    for item in await list_items(conn, deal_id):
+        if item.uncovered <= 0:
+            continue
+        taken = await stock.reserve(conn, item.product_id, item.uncovered, item.id, now, viewer.id)
+        rest = item.uncovered - taken
+        if rest > 0:
+            await conn.execute(INSERT_PRODUCTION if item.made_in_house else INSERT_SUPPLIER, item.id,
+                               item.product_id, rest)
+    return await list_items(conn, deal_id)
+
+
+async def move_stage(conn: asyncpg.Connection, viewer: User, deal_id: int, stage: str, now: datetime) -> Deal:
+    deal = await get_deal(conn, viewer, deal_id)
+    _require_open(deal)
+    stages = {s.code: s for s in await list_stages(conn)}
+    if stage not in stages:
+        raise ValidationError("stage", f"one of {', '.join(stages)}")
+    if stage == deal.stage:
+        return deal
+    async with conn.transaction():
+        await conn.execute(CLOSE_HISTORY, deal_id, now)
+        await conn.execute(INSERT_HISTORY, deal_id, stage, now, viewer.id)
+        await conn.execute(SET_STAGE, deal_id, stage, now)
+    if stages[stage].reserves_stock:
+        await reserve_items(conn, viewer, deal_id, now)
+    return await get_deal(conn, viewer, deal_id)
+
+
+async def close_deal(conn: asyncpg.Connection, viewer: User, deal_id: int, status: str, reason: str | None,
+                     now: datetime) -> Deal:
+    deal = await get_deal(conn, viewer, deal_id)
+    _require_open(deal)
+    if status not in ("won", "lost"):
+        raise ValidationError("status", "won or lost")
+    if status == "lost" and reason not in LOSS_REASONS:
+        raise ValidationError("reason", f"one of {', '.join(LOSS_REASONS)}")
+    async with conn.transaction():
+        if status == "lost":
+            for item in await list_items(conn, deal_id):
+                await stock.release(conn, item.id, item.product_id, now, viewer.id)
+        await conn.execute(CLOSE_HISTORY, deal_id, now)
+        await conn.execute(CLOSE_DEAL, deal_id, status, reason if status == "lost" else None, now)
+    return await get_deal(conn, viewer, deal_id)
+
+
+async def open_deal_of_contact(conn: asyncpg.Connection, contact_id: int | None) -> int | None:
+    """The contact's open deal when there is exactly one (calls and e-mails attach to it)."""
+    if contact_id is None:
+        return None
+    rows = await conn.fetch(OPEN_DEALS_OF_CONTACT, contact_id)
+    return rows[0]["id"] if len(rows) == 1 else None
+
+
+async def open_deals_brief(conn: asyncpg.Connection, contact_id: int | None, company_id: int | None) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(OPEN_DEALS_SHORT, contact_id, company_id)]
+
+
+async def flag_stuck_deals(conn: asyncpg.Connection, now: datetime) -> list[dict]:
+    """The periodic job: newly stuck deals get a task for their manager and tell the heads."""
+    async with conn.transaction():
+        stuck = [dict(r) for r in await conn.fetch(NEWLY_STUCK, now)]
+        for deal in stuck:
+            text = f"Deal stuck at “{deal['stage_name']}”: {deal['title']}"
+            await conn.execute(INSERT_STUCK_TASK, text[:200], deal["manager_id"], now + timedelta(days=1), deal["id"])
+            if deal["manager_id"] is not None:
+                await conn.execute(INSERT_NOTIFICATION, deal["manager_id"], "stuck_deal", text[:300])
+            await notify_heads(conn, "stuck_deal", text[:300])
+    return stuck
+
+
+async def illiquid_sales(conn: asyncpg.Connection, viewer: User, month_start: datetime, days: int = 180
+                         ) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(ILLIQUID_SALES, month_start, days, _scope(viewer))]

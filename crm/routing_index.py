@@ -37,6 +37,7 @@ ONE_USER = "SELECT id, extension, active, display_name FROM users WHERE id = $1"
 
 Entry = tuple  # (e164, contact_id, company_id, manager_id, contact_name, company_name)
 _LOST = "\x00lost"
+_NON_DIGITS = re.compile(r"\D")
 
 
 class RoutingIndex:
@@ -78,12 +79,26 @@ class RoutingIndex:
 
     def find(self, number: str, region: str) -> CallerMatch | None:
         """The same answer as crm.matching.find_caller, from memory."""
+        digits = _NON_DIGITS.sub("", number or "")
+        candidates = self._by_suffix.get(self._key(digits)) if len(digits) >= 6 else None
+        if not candidates:
+            # Normalising never changes a number's last digits (it only strips or adds prefixes),
+            # so nothing under these last digits means no exact and no suffix match either.
+            return None
+        if len(candidates) == 1 or not number.lstrip().startswith("+"):
+            for entry in candidates:
+                if entry[0][1:] == digits:
+                    return self._match(entry)  # already E.164 digits: no phonenumbers parse (~70 µs)
+            if len(candidates) == 1 and len(digits) >= self.suffix_digits and not number.lstrip().startswith("+"):
+                return self._match(candidates[0])
+        return self._find_exactly(number, region, digits)
+
+    def _find_exactly(self, number: str, region: str, digits: str) -> CallerMatch | None:
         e164 = normalise_caller(number, region)
         if e164 is not None:
             for entry in self._by_suffix.get(self._key(e164[1:]), ()):
                 if entry[0] == e164:
                     return self._match(entry)
-        digits = re.sub(r"\D", "", number or "")
         if len(digits) >= self.suffix_digits and not (number or "").lstrip().startswith("+"):
             entries = self._by_suffix.get(self._key(digits))
             if entries:

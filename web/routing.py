@@ -42,6 +42,11 @@ class Router:
 
     async def route(self, caller: str, did: str, pbx: str | None = None) -> RouteDecision:
         fallback = self.settings.routing_fallback
+        if self.index is not None and self.index.ready:
+            # A known caller is decided from memory: no I/O, so no deadline machinery needed.
+            match = self.index.find(caller, self.settings.phone_region)
+            if match is not None:
+                return decide(caller, match, self._state(match, pbx), fallback)
         started = time.perf_counter()
         lookup = asyncio.ensure_future(self._lookup(caller, did, pbx))
         try:
@@ -72,10 +77,12 @@ class Router:
             async with self.pool.acquire() as conn:
                 lead, _ = await get_or_create_phone_lead(conn, e164, did)
             lead_id = lead.id
-        state = None
+        return decide(e164, match, self._state(match, pbx), self.settings.routing_fallback, lead_id)
+
+    def _state(self, match, pbx: str | None) -> str | None:
         if match is not None and match.manager_extension and self.telephony is not None:
-            state = self.telephony.agent_state(match.manager_extension, pbx)
-        return decide(e164, match, state, self.settings.routing_fallback, lead_id)
+            return self.telephony.agent_state(match.manager_extension, pbx)
+        return None
 
 
 def _token_ok(request: web.Request, expected: str) -> bool:

@@ -66,6 +66,8 @@ class Settings:
     smtp_users: tuple[str, ...] = field(default=(), repr=False)
     smtp_allowlist: tuple[str, ...] = ()
     smtp_max_bytes: int = 20 * 1024 * 1024
+    company_name: str = "Your Company LLC"
+    company_details: str = ""
     demo: bool = False
 
     @property
@@ -241,6 +243,8 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("smtp_users", "CALLBOARD_SMTP_USERS", "smtp_users", _parse_smtp_users),
     ("smtp_allowlist", "CALLBOARD_SMTP_ALLOWLIST", "smtp_allowlist", _parse_networks),
     ("smtp_max_bytes", "CALLBOARD_SMTP_MAX_BYTES", "smtp_max_bytes", _parse_positive),
+    ("company_name", "CALLBOARD_COMPANY_NAME", "company_name", str),
+    ("company_details", "CALLBOARD_COMPANY_DETAILS", "company_details", str),
 )
 
 

@@ -15,7 +15,21 @@ from aiohttp import web
 from crm import errors
 from crm.phones import format_phone
 from crm.settings import Settings
-from web import api, auth, health, keys, leads, mailserver, missed, pages, realtime, recordings, routing, telephony
+from web import (
+    api,
+    auth,
+    deals,
+    health,
+    keys,
+    leads,
+    mailserver,
+    missed,
+    pages,
+    realtime,
+    recordings,
+    routing,
+    telephony,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +128,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     leads.setup(app)
     missed.setup(app)
     mailserver.setup(app)
+    deals.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)

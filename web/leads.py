@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from crm import calls as calls_db
+from crm import deals as deals_db
 from crm import errors
 from crm import leads as leads_db
 from crm import mail as mail_db
@@ -77,9 +79,16 @@ async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Lead:
         if action == "junk":
             return await leads_db.junk_lead(conn, user, lead_id, str(data.get("reason") or ""))
         if action == "convert":
-            return await leads_db.convert_lead(conn, user, lead_id, str(data.get("contact_name") or ""),
+            lead = await leads_db.convert_lead(conn, user, lead_id, str(data.get("contact_name") or ""),
                                                str(data.get("company_name") or ""),
                                                request.app[keys.SETTINGS].phone_region)
+            if str(data.get("deal_title") or "").strip():
+                # Conversion with a deal: the client's request becomes the deal's needs.
+                await deals_db.create_deal(conn, user, str(data["deal_title"]), datetime.now(UTC),
+                                           contact_id=lead.contact_id, company_id=lead.company_id, lead_id=lead.id,
+                                           manager_id=lead.manager_id, needs=lead.first_message,
+                                           source=lead.source)
+            return lead
     raise web.HTTPNotFound()
 
 

@@ -11,6 +11,7 @@ from multidict import MultiDictProxy
 
 from crm import calls as calls_db
 from crm import contacts as contacts_db
+from crm import deals as deals_db
 from crm import errors
 from crm import mail as mail_db
 from crm import users as users_db
@@ -76,7 +77,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/contacts")
+    raise web.HTTPFound("/home")
 
 
 def _kind(request: web.Request) -> Kind:
@@ -109,8 +110,10 @@ async def party_card(request: web.Request) -> web.Response:
                                                 party.id if kind == "company" else None)
         mails = await mail_db.list_party_mail(conn, party.id if kind == "contact" else None,
                                               party.id if kind == "company" else None)
+        deals = await deals_db.list_deals(conn, user, None, party.id if kind == "contact" else None,
+                                          party.id if kind == "company" else None)
     return render(request, "party.html", kind=kind, section=request.match_info["section"], titles=TITLES[kind],
-                  party=party, members=members, calls=calls, mails=mails)
+                  party=party, members=members, calls=calls, mails=mails, deals=deals)
 
 
 def _form_input(form: MultiDictProxy) -> PartyInput:

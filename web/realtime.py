@@ -21,6 +21,7 @@ from crm.settings import Settings
 from cti.calls import AgentRinging, AgentRingStopped, AgentStateChanged, CallAnswered, CallEnded, CallTransferred
 from web import keys
 from web.auth import SESSION_COOKIE
+from web.deals import StuckDeal
 from web.mailserver import MailReceived
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,11 @@ class SocketNotifier:
                                     room=extension_room(extension))
         elif isinstance(event, CallEnded):
             await self._ended(event)
+        elif isinstance(event, StuckDeal):
+            body = {"text": f"Deal stuck at “{event.stage_name}”: {event.title}", "deal_id": event.deal_id}
+            if event.manager_id is not None:
+                await self.sio.emit("task", body, room=user_room(event.manager_id))
+            await self.sio.emit("task", body, room=BOARD_ROOM)
         elif isinstance(event, MailReceived):
             await self.sio.emit("task", {"text": event.text}, room=user_room(event.user_id))
         elif isinstance(event, MissedUpdate):

@@ -1,0 +1,323 @@
+"""Deals, products and stock in pages and /api; the printable offer; the stuck-deal job; home page."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from crm import contacts as contacts_db
+from crm import deals as deals_db
+from crm import errors, stock
+from crm import leads as leads_db
+from crm import missed as missed_db
+from crm.deals import Deal, DealItem
+from crm.stock import Balance
+from web import keys
+from web.api import read_json
+from web.auth import current_user, require_role
+from web.pages import render
+
+logger = logging.getLogger(__name__)
+
+STUCK_CHECK_SECONDS = 600
+ILLIQUID_DAYS = 180
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def deal_json(deal: Deal, items: list[DealItem] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": deal.id, "title": deal.title, "contact_id": deal.contact_id, "company_id": deal.company_id,
+        "lead_id": deal.lead_id, "manager_id": deal.manager_id, "manager_name": deal.manager_name,
+        "stage": deal.stage, "stage_name": deal.stage_name, "status": deal.status, "loss_reason": deal.loss_reason,
+        "needs": deal.needs, "legal_entity": deal.legal_entity, "amount": _money(deal.amount),
+        "probability": deal.probability, "source": deal.source, "stuck": deal.is_stuck(_now()),
+        "stage_changed_at": deal.stage_changed_at.isoformat(), "created_at": deal.created_at.isoformat()}
+    if items is not None:
+        body["items"] = [{"id": i.id, "product_id": i.product_id, "sku": i.sku, "name": i.name,
+                          "quantity": str(i.quantity), "price": _money(i.price), "reserved": str(i.reserved),
+                          "in_production": str(i.in_production), "ordered": str(i.ordered)} for i in items]
+    return body
+
+
+def balance_json(b: Balance) -> dict[str, Any]:
+    return {"product_id": b.product_id, "sku": b.sku, "name": b.name, "unit": b.unit, "price": _money(b.price),
+            "made_in_house": b.made_in_house, "on_hand": str(b.on_hand), "reserved": str(b.reserved),
+            "available": str(b.available)}
+
+
+def _int_or_none(value: Any, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise errors.ValidationError(name, "must be a number") from None
+
+
+async def _create(request: web.Request, data: dict[str, Any]) -> Deal:
+    user = current_user(request)
+    contact_id = _int_or_none(data.get("contact_id"), "contact_id")
+    lead_id = _int_or_none(data.get("lead_id"), "lead_id")
+    company_id = _int_or_none(data.get("company_id"), "company_id")
+    async with request.app[keys.POOL].acquire() as conn:
+        if contact_id is not None:
+            contact = await contacts_db.get_party(conn, user, "contact", contact_id)
+            company_id = company_id or contact.company_id
+        if lead_id is not None:
+            lead = await leads_db.get_lead(conn, user, lead_id)
+            contact_id = contact_id or lead.contact_id
+            company_id = company_id or lead.company_id
+        return await deals_db.create_deal(
+            conn, user, str(data.get("title") or ""), _now(), contact_id=contact_id, company_id=company_id,
+            lead_id=lead_id, manager_id=_int_or_none(data.get("manager_id"), "manager_id"),
+            needs=str(data.get("needs") or ""), legal_entity=str(data.get("legal_entity") or ""),
+            manual_amount=data.get("amount") or None, probability=int(data.get("probability") or 20),
+            source=str(data.get("source") or ""))
+
+
+async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
+    user = current_user(request)
+    deal_id = int(request.match_info["deal_id"])
+    async with request.app[keys.POOL].acquire() as conn:
+        if action == "stage":
+            return await deals_db.move_stage(conn, user, deal_id, str(data.get("stage") or ""), _now())
+        if action == "close":
+            return await deals_db.close_deal(conn, user, deal_id, str(data.get("status") or ""),
+                                             data.get("reason") or None, _now())
+        if action == "items":
+            product_id = _int_or_none(data.get("product_id"), "product_id")
+            if product_id is None:
+                sku = str(data.get("sku") or "").strip()
+                product = await stock.product_by_sku(conn, sku) if sku else None
+                if product is None:
+                    raise errors.ValidationError("product_id", "choose a product")
+                product_id = product.id
+            await deals_db.add_item(conn, user, deal_id, product_id, data.get("quantity"), data.get("price"))
+        elif action == "remove-item":
+            await deals_db.remove_item(conn, user, deal_id, _int_or_none(data.get("item_id"), "item_id") or 0,
+                                       _now())
+        elif action == "reserve":
+            await deals_db.get_deal(conn, user, deal_id)
+            await deals_db.reserve_items(conn, user, deal_id, _now())
+        return await deals_db.get_deal(conn, user, deal_id)
+
+
+# ------------------------------------------------------------------ API
+
+async def list_api(request: web.Request) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        found = await deals_db.list_deals(conn, current_user(request), request.query.get("status") or None)
+    return web.json_response({"items": [deal_json(d) for d in found]})
+
+
+async def create_api(request: web.Request) -> web.Response:
+    deal = await _create(request, await read_json(request))
+    return web.json_response(deal_json(deal, []), status=201)
+
+
+async def detail_api(request: web.Request) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        deal = await deals_db.get_deal(conn, current_user(request), int(request.match_info["deal_id"]))
+        items = await deals_db.list_items(conn, deal.id)
+        history = await deals_db.stage_history(conn, deal.id)
+    body = deal_json(deal, items)
+    body["history"] = [{"stage": h["stage"], "entered_at": h["entered_at"].isoformat(),
+                        "left_at": h["left_at"].isoformat() if h["left_at"] else None} for h in history]
+    return web.json_response(body)
+
+
+async def action_api(request: web.Request) -> web.Response:
+    deal = await _act(request, request.match_info["action"], await read_json(request))
+    async with request.app[keys.POOL].acquire() as conn:
+        items = await deals_db.list_items(conn, deal.id)
+    return web.json_response(deal_json(deal, items))
+
+
+async def products_api(request: web.Request) -> web.Response:
+    current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        balances = await stock.list_balances(conn, request.query.get("q"))
+    return web.json_response({"items": [balance_json(b) for b in balances]})
+
+
+async def create_product_api(request: web.Request) -> web.Response:
+    require_role(request, "admin", "head")
+    body = await read_json(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        product = await stock.create_product(conn, str(body.get("sku") or ""), str(body.get("name") or ""),
+                                             str(body.get("unit") or "pcs"), body.get("price", 0),
+                                             body.get("barcode"), bool(body.get("made_in_house")))
+    return web.json_response({"id": product.id, "sku": product.sku}, status=201)
+
+
+async def stock_api(request: web.Request) -> web.Response:
+    current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        balances = await stock.list_balances(conn, request.query.get("q"))
+        slow = await stock.illiquid(conn, _now(), int(request.query.get("illiquid_days") or ILLIQUID_DAYS))
+    return web.json_response({"items": [balance_json(b) for b in balances],
+                              "illiquid": [balance_json(b) for b in slow]})
+
+
+async def stock_movement_api(request: web.Request) -> web.Response:
+    """Receipts, shipments and write-offs: the warehouse's work (head and admin here)."""
+    user = require_role(request, "admin", "head")
+    body = await read_json(request)
+    product_id = _int_or_none(body.get("product_id"), "product_id")
+    if product_id is None:
+        raise errors.ValidationError("product_id", "is required")
+    kind = str(body.get("kind") or "")
+    async with request.app[keys.POOL].acquire() as conn:
+        await stock.get_product(conn, product_id)
+        if kind == "receipt":
+            await stock.receive(conn, product_id, body.get("quantity"), _now(), user.id)
+        elif kind in ("shipment", "write_off"):
+            await stock.ship(conn, product_id, body.get("quantity"), _now(),
+                             _int_or_none(body.get("deal_item_id"), "deal_item_id"), user.id, kind)
+        else:
+            raise errors.ValidationError("kind", "receipt, shipment or write_off")
+        balance = await stock.balance(conn, product_id)
+    return web.json_response(balance_json(balance), status=201)
+
+
+# ------------------------------------------------------------------ pages
+
+async def deals_page(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        found = await deals_db.list_deals(conn, user, request.query.get("status") or "in_progress")
+        stages = await deals_db.list_stages(conn)
+    columns = [(stage, [d for d in found if d.stage == stage.code]) for stage in stages]
+    return render(request, "deals.html", columns=columns, now=_now(), status=request.query.get("status") or "")
+
+
+async def deal_page(request: web.Request) -> web.Response:
+    user = current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        deal = await deals_db.get_deal(conn, user, int(request.match_info["deal_id"]))
+        items = await deals_db.list_items(conn, deal.id)
+        history = await deals_db.stage_history(conn, deal.id)
+        stages = await deals_db.list_stages(conn)
+        products = await stock.list_balances(conn)
+    return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
+                  now=_now(), loss_reasons=deals_db.LOSS_REASONS)
+
+
+async def new_deal_form(request: web.Request) -> web.Response:
+    form = await request.post()
+    deal = await _create(request, dict(form))
+    raise web.HTTPFound(f"/deals/{deal.id}")
+
+
+async def deal_action_form(request: web.Request) -> web.Response:
+    form = await request.post()
+    deal = await _act(request, request.match_info["action"], dict(form))
+    raise web.HTTPFound(f"/deals/{deal.id}")
+
+
+async def offer_page(request: web.Request) -> web.Response:
+    user = current_user(request)
+    settings = request.app[keys.SETTINGS]
+    async with request.app[keys.POOL].acquire() as conn:
+        deal = await deals_db.get_deal(conn, user, int(request.match_info["deal_id"]))
+        items = await deals_db.list_items(conn, deal.id)
+    return render(request, "offer.html", deal=deal, items=items, today=_now(),
+                  company_name=settings.company_name, company_details=settings.company_details)
+
+
+async def stock_page(request: web.Request) -> web.Response:
+    current_user(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        balances = await stock.list_balances(conn, request.query.get("q"))
+        slow = {b.product_id for b in await stock.illiquid(conn, _now(), ILLIQUID_DAYS)}
+    return render(request, "stock.html", balances=balances, illiquid=slow, query=request.query.get("q", ""))
+
+
+async def home_page(request: web.Request) -> web.Response:
+    """What needs me today: overdue callbacks, stuck deals, illiquid stock to sell."""
+    user = current_user(request)
+    now = _now()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    async with request.app[keys.POOL].acquire() as conn:
+        open_deals = await deals_db.list_deals(conn, user, "in_progress")
+        callbacks = [r for r in await missed_db.list_rows(conn, user, now, timedelta(days=7))
+                     if r.state != "resolved" and (r.manager_id == user.id or user.sees_everything)]
+        sales = await deals_db.illiquid_sales(conn, user, month_start, ILLIQUID_DAYS)
+        slow = (await stock.illiquid(conn, now, ILLIQUID_DAYS))[:5]
+    return render(request, "home.html", now=now, stuck=[d for d in open_deals if d.is_stuck(now)],
+                  open_deals=open_deals, callbacks=callbacks, illiquid_sales=sales, illiquid_items=slow)
+
+
+# ------------------------------------------------------------------ the periodic job
+
+async def check_stuck_deals(app: web.Application) -> list[dict]:
+    async with app[keys.POOL].acquire() as conn:
+        stuck = await deals_db.flag_stuck_deals(conn, _now())
+    notifier = app.get(keys.NOTIFIER)
+    if notifier is not None:
+        for deal in stuck:
+            await notifier.call_event(StuckDeal(deal["id"], deal["manager_id"], deal["title"], deal["stage_name"]))
+    return stuck
+
+
+@dataclass(frozen=True, slots=True)
+class StuckDeal:
+    """Told to the notifier: the manager and the heads see it live."""
+
+    deal_id: int
+    manager_id: int | None
+    title: str
+    stage_name: str
+
+
+async def stuck_job_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def loop() -> None:
+        while True:
+            try:
+                stuck = await check_stuck_deals(app)
+                if stuck:
+                    logger.info("%d deal(s) newly stuck", len(stuck))
+            except Exception:
+                logger.exception("stuck-deal check failed; it runs again later")
+            await asyncio.sleep(STUCK_CHECK_SECONDS)
+
+    task = asyncio.create_task(loop(), name="stuck-deals")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(stuck_job_ctx)
+    r = app.router
+    r.add_get("/home", home_page)
+    r.add_get("/deals", deals_page)
+    r.add_post("/deals/new", new_deal_form)
+    r.add_get("/deals/{deal_id:\\d+}", deal_page)
+    r.add_get("/deals/{deal_id:\\d+}/offer", offer_page)
+    r.add_post("/deals/{deal_id:\\d+}/{action:stage|close|items|remove-item|reserve}", deal_action_form)
+    r.add_get("/stock", stock_page)
+    r.add_get("/api/deals", list_api)
+    r.add_post("/api/deals", create_api)
+    r.add_get("/api/deals/{deal_id:\\d+}", detail_api)
+    r.add_post("/api/deals/{deal_id:\\d+}/{action:stage|close|items|remove-item|reserve}", action_api)
+    r.add_get("/api/products", products_api)
+    r.add_post("/api/products", create_product_api)
+    r.add_get("/api/stock", stock_api)
+    r.add_post("/api/stock/movements", stock_movement_api)

@@ -111,6 +111,14 @@ MARK_READ = "UPDATE notifications SET read_at = now() WHERE user_id = $1 AND id 
 
 
 @dataclass(frozen=True, slots=True)
+class NewLead:
+    """Told live to the head of sales (the stored notification is written with the lead)."""
+
+    lead_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     id: int
     kind: str

@@ -13,7 +13,7 @@ from typing import Protocol
 import asyncpg
 
 from crm import calls as calls_db
-from crm.leads import get_or_create_phone_lead
+from crm.leads import NewLead, get_or_create_phone_lead
 from crm.matching import find_caller
 from crm.settings import PbxSettings, Settings
 from cti import events as ev
@@ -151,14 +151,16 @@ class TelephonyService:
         """An unknown number becomes a lead as soon as its call appears (withheld numbers never do)."""
         if not started.caller.startswith("+"):
             return
+        created = False
         try:
             async with self.pool.acquire() as conn:
                 if await find_caller(conn, started.caller, self.settings.phone_region,
                                      self.settings.suffix_match_digits) is None:
                     lead, created = await get_or_create_phone_lead(conn, started.caller, started.callee,
                                                                    started.caller_name)
-                    if created:
-                        logger.info("new lead %d from a call of %s", lead.id, started.caller)
+            if created:
+                logger.info("new lead %d from a call of %s", lead.id, started.caller)
+                await self.notifier.call_event(NewLead(lead.id, f"New lead: call from {started.caller}"))
         except (OSError, asyncpg.PostgresError) as exc:
             # The call's end links the lead again (save_call), so nothing is lost.
             logger.warning("lead for %s not created at call start: %s", started.caller, exc)

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from crm import mail as mail_db
+from crm.leads import NewLead
 from crm.settings import Settings
 from web import keys
 from web.auth import current_user, require_role
@@ -92,6 +93,8 @@ class IntakeHandler:
         notifier = self.app.get(keys.NOTIFIER)
         if notifier is not None and result.notify_user_id is not None:
             await notifier.call_event(MailReceived(result.notify_user_id, "New e-mail from a client"))
+        if notifier is not None and result.lead_created:
+            await notifier.call_event(NewLead(result.lead_id, f"New lead ({result.kind.replace('_', ' ')})"))
         return f"250 OK message {message_id} accepted"
 
 

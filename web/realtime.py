@@ -14,6 +14,7 @@ from crm import calls as calls_db
 from crm import deals as deals_db
 from crm import leads as leads_db
 from crm import users as users_db
+from crm.leads import NewLead
 from crm.matching import find_caller
 from crm.missed import MissedUpdate
 from crm.phones import format_phone
@@ -98,6 +99,8 @@ class SocketNotifier:
                                     room=extension_room(extension))
         elif isinstance(event, CallEnded):
             await self._ended(event)
+        elif isinstance(event, NewLead):
+            await self.sio.emit("task", {"text": event.text, "lead_id": event.lead_id}, room=BOARD_ROOM)
         elif isinstance(event, StuckDeal):
             body = {"text": f"Deal stuck at “{event.stage_name}”: {event.title}", "deal_id": event.deal_id}
             if event.manager_id is not None:

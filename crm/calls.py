@@ -153,6 +153,7 @@ GET_CALL = _CALL_SELECT + """
 WHERE c.id = $1 AND ($2::bigint IS NULL OR c.user_id = $2 OR ct.manager_id = $2 OR co.manager_id = $2)
 """
 LIST_LEAD_CALLS = _CALL_SELECT + "WHERE c.lead_id = $1 ORDER BY c.started_at DESC LIMIT $2"
+LIST_DEAL_CALLS = _CALL_SELECT + "WHERE c.deal_id = $1 ORDER BY c.started_at DESC LIMIT $2"
 LIST_PARTY_CALLS = _CALL_SELECT + """
 WHERE (c.contact_id = $1 OR ($2::bigint IS NOT NULL AND c.company_id = $2))
 ORDER BY c.started_at DESC LIMIT $3
@@ -248,6 +249,10 @@ async def list_party_calls(conn: asyncpg.Connection, contact_id: int | None, com
 
 async def list_lead_calls(conn: asyncpg.Connection, lead_id: int, limit: int = 50) -> list[CallRow]:
     return [_row(row) for row in await conn.fetch(LIST_LEAD_CALLS, lead_id, limit)]
+
+
+async def list_deal_calls(conn: asyncpg.Connection, deal_id: int, limit: int = 50) -> list[CallRow]:
+    return [_row(row) for row in await conn.fetch(LIST_DEAL_CALLS, deal_id, limit)]
 
 
 async def count_legs(conn: asyncpg.Connection, call_id: int) -> int:

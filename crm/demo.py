@@ -63,4 +63,53 @@ async def seed_demo(conn: asyncpg.Connection, region: str) -> None:
             await create_party(conn, admin, "contact", PartyInput(
                 name=contact_name, company_id=company.id, manager_id=manager_id,
                 phones=[(p, "work") for p in phones], emails=list(emails)), region)
+    await _seed_stock_and_deals(conn, users, region)
     logger.info("demo data is in place")
+
+
+# (sku, name, unit, price, made in house, [(quantity, days ago)])
+DEMO_PRODUCTS = (
+    ("BRG-6205", "Ball bearing 6205-2RS", "pcs", 450, False, [(40, 30)]),
+    ("BRG-6310", "Ball bearing 6310", "pcs", 1200, False, [(5, 20)]),
+    ("RED-CH100", "Worm gear reducer Ch-100", "pcs", 85000, True, [(2, 60)]),
+    ("PMP-K50", "Centrifugal pump K 50-32-125", "pcs", 120000, True, []),
+    ("SEAL-50", "Shaft seal kit 50 mm", "set", 900, False, [(300, 250)]),  # slow mover: illiquid
+)
+
+
+async def _seed_stock_and_deals(conn: asyncpg.Connection, users: dict[str, User], region: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from crm import deals, stock
+
+    now = datetime.now(UTC)
+    products = {}
+    for sku, name, unit, price, own, batches in DEMO_PRODUCTS:
+        product = await stock.product_by_sku(conn, sku)
+        if product is None:
+            product = await stock.create_product(conn, sku, name, unit, price, None, own)
+            for quantity, days_ago in batches:
+                await stock.receive(conn, product.id, quantity, now - timedelta(days=days_ago))
+        products[sku] = product
+    if await conn.fetchval("SELECT count(*) FROM deals"):
+        return
+    head = users["head"]
+    demo_client = (await list_parties(conn, head, "contact", "Demo Client", region, limit=1))[0]
+    olga = (await list_parties(conn, head, "contact", "Olga Smirnova", region, limit=1))[0]
+    volkov = (await list_parties(conn, head, "contact", "Sergey Volkov", region, limit=1))[0]
+    bearings = await deals.create_deal(conn, head, "Bearings for the press line", now - timedelta(days=6),
+                                       contact_id=demo_client.id, company_id=demo_client.company_id,
+                                       manager_id=users["manager1"].id, probability=60, source="phone",
+                                       needs="40 bearings 6205 and 10 bearings 6310 for two presses")
+    await deals.add_item(conn, head, bearings.id, products["BRG-6205"].id, 30)
+    await deals.add_item(conn, head, bearings.id, products["BRG-6310"].id, 10)
+    await deals.move_stage(conn, head, bearings.id, "reservation", now - timedelta(days=2))
+    reducers = await deals.create_deal(conn, head, "Reducers for the conveyor", now - timedelta(days=3),
+                                       contact_id=olga.id, company_id=olga.company_id,
+                                       manager_id=users["manager2"].id, probability=40, source="e-mail")
+    await deals.add_item(conn, head, reducers.id, products["RED-CH100"].id, 3)
+    await deals.move_stage(conn, head, reducers.id, "offer", now - timedelta(days=1))
+    # Stuck: 20 days at "Equipment selection", whose norm is 7.
+    await deals.create_deal(conn, head, "Pump station upgrade", now - timedelta(days=20), contact_id=volkov.id,
+                            company_id=volkov.company_id, manager_id=users["manager1"].id, probability=20,
+                            needs="Replace two K 50 pumps")

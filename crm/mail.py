@@ -240,7 +240,7 @@ SELECT m.id, m.received_at, m.kind, m.subject, m.sender_email, m.sender_name, le
          AS attachments
 FROM mail_messages m
 WHERE (m.contact_id = $1 OR ($2::bigint IS NOT NULL AND m.company_id = $2) OR ($3::bigint IS NOT NULL AND
-       m.lead_id = $3))
+       m.lead_id = $3) OR ($5::bigint IS NOT NULL AND m.deal_id = $5))
 ORDER BY m.received_at DESC LIMIT $4
 """
 LIST_RECENT = """
@@ -352,8 +352,8 @@ async def _lead_for(conn: asyncpg.Connection, parsed: ParsedMail) -> tuple[int, 
 
 
 async def list_party_mail(conn: asyncpg.Connection, contact_id: int | None, company_id: int | None,
-                          lead_id: int | None = None, limit: int = 50) -> list[dict]:
-    rows = await conn.fetch(LIST_PARTY_MAIL, contact_id, company_id, lead_id, limit)
+                          lead_id: int | None = None, limit: int = 50, deal_id: int | None = None) -> list[dict]:
+    rows = await conn.fetch(LIST_PARTY_MAIL, contact_id, company_id, lead_id, limit, deal_id)
     return [{**dict(r), "attachments": json.loads(r["attachments"])} for r in rows]
 
 

@@ -286,6 +286,32 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
                                    ("status", "Set {status}: in_work or qualified"),
                                    ("convert", "Make a contact (and company) of it {contact_name, company_name}"),
                                    ("junk", "Mark junk with a {reason}"))},
+        "/api/deals": {
+            "get": {"summary": "Deals (a manager: their own)", "parameters": query("status"),
+                    "responses": {**ok, "422": error}},
+            "post": {"summary": "Create a deal {title, contact_id | lead_id, needs, legal_entity, amount, "
+                                "probability, source, manager_id}", "requestBody": json_body,
+                     "responses": {"201": {"description": "created"}, "404": error, "422": error}}},
+        "/api/deals/{id}": {"parameters": by_id, "get": {"summary": "One deal with items and stage history",
+                                                         "responses": {**ok, "404": error}}},
+        **{f"/api/deals/{{id}}/{action}": {"parameters": by_id, "post": {
+            "summary": summary, "requestBody": json_body, "responses": {**ok, "404": error, "409": error,
+                                                                        "422": error}}}
+           for action, summary in (("stage", "Move to {stage}; the reservation stage reserves stock"),
+                                   ("close", "{status}: won, or lost with a {reason}"),
+                                   ("items", "Add {product_id | sku, quantity, price?}"),
+                                   ("remove-item", "Remove {item_id}, releasing its reservation"),
+                                   ("reserve", "Reserve what stock has; order the rest"))},
+        "/api/products": {
+            "get": {"summary": "Products with balances", "parameters": query("q"), "responses": ok},
+            "post": {"summary": "Create a product {sku, name, unit, price, barcode?, made_in_house} (head, admin)",
+                     "requestBody": json_body, "responses": {"201": {"description": "created"}, "409": error}}},
+        "/api/stock": {"get": {"summary": "Balances (on hand, reserved, available) and illiquid products",
+                               "parameters": query("q", "illiquid_days"), "responses": ok}},
+        "/api/stock/movements": {"post": {
+            "summary": "A receipt, shipment (oldest batch first) or write-off {product_id, kind, quantity}",
+            "requestBody": json_body, "responses": {"201": {"description": "new balance"}, "409": error,
+                                                    "422": error}}},
         "/api/missed": {"get": {
             "summary": "The missed-call board: open rows always, resolved ones within the window",
             "parameters": query("manager", "line", "state"), "responses": {**ok, "422": error}}},

@@ -102,8 +102,17 @@ def make_templates(settings: Settings) -> jinja2.Environment:
     env.filters["phone"] = lambda e164, ext=None: format_phone(e164, ext)
     env.filters["localtime"] = lambda dt, fmt="%d.%m.%Y %H:%M": dt.astimezone(zone).strftime(fmt) if dt else ""
     env.filters["duration"] = format_duration
+    env.filters["qty"] = format_quantity
     env.globals["demo"] = settings.demo
     return env
+
+
+def format_quantity(value) -> str:
+    """Decimal('2.000') → '2'; Decimal('2.500') → '2.5'."""
+    if value is None:
+        return ""
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def format_duration(seconds: float | int | None) -> str:

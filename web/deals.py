@@ -12,10 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
+from crm import calls as calls_db
 from crm import contacts as contacts_db
 from crm import deals as deals_db
 from crm import errors, stock
 from crm import leads as leads_db
+from crm import mail as mail_db
 from crm import missed as missed_db
 from crm.deals import Deal, DealItem
 from crm.stock import Balance
@@ -213,8 +215,10 @@ async def deal_page(request: web.Request) -> web.Response:
         history = await deals_db.stage_history(conn, deal.id)
         stages = await deals_db.list_stages(conn)
         products = await stock.list_balances(conn)
+        calls = await calls_db.list_deal_calls(conn, deal.id)
+        mails = await mail_db.list_party_mail(conn, None, None, None, deal_id=deal.id)
     return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
-                  now=_now(), loss_reasons=deals_db.LOSS_REASONS)
+                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 import shutil
 import wave
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,46 @@ async def demo_live(settings, pool, conn, aiohttp_server):
 def test_chromium_is_debians():
     require_chromium()
     assert shutil.which("chromium") == CHROMIUM
+
+
+async def test_lead_to_deal_to_reservation_to_printed_offer(settings, pool, conn, factory, aiohttp_server, browser):
+    from crm import leads as leads_db
+    from crm import stock
+    from web.app import create_app
+
+    await factory.user("head", role="head")
+    lead, _ = await leads_db.get_or_create_phone_lead(conn, "+79165551234", "74951234567", "Anna")
+    now = datetime.now(UTC)
+    bearing = await stock.create_product(conn, "BRG-6205", "Ball bearing 6205", "pcs", 450, None, False)
+    pump = await stock.create_product(conn, "PMP-K50", "Pump K50", "pcs", 120000, None, True)
+    await stock.receive(conn, bearing.id, 10, now)
+    await stock.receive(conn, pump.id, 1, now)
+    server = await aiohttp_server(create_app(settings, pool))
+    base_url = str(server.make_url("")).rstrip("/")
+    page = await logged_in_page(browser, base_url, "head")
+
+    await page.goto(f"{base_url}/leads/{lead.id}")
+    await page.fill("input[name=contact_name]", "Anna Kuznetsova")
+    await page.fill("input[name=company_name]", "Stroykomplekt")
+    await page.fill("input[name=deal_title]", "Pumps and bearings")
+    await page.click("form[action$='/convert'] button")
+    await page.click("text=Pumps and bearings")
+    await page.select_option("#add-item select[name=product_id]", str(bearing.id))
+    await page.fill("#add-item input[name=quantity]", "2")
+    await page.click("#add-item button")
+    await page.select_option("#add-item select[name=product_id]", str(pump.id))
+    await page.fill("#add-item input[name=quantity]", "3")
+    await page.click("#add-item button")
+    await page.select_option("select[name=stage]", "reservation")
+    await page.click("form[action$='/stage'] button")
+    rows = page.locator("#items tbody tr")
+    await expect(rows.nth(0).locator(".reserved")).to_have_text("2")
+    await expect(rows.nth(1).locator(".reserved")).to_have_text("1")  # one pump in stock…
+    await expect(rows.nth(1).locator(".production")).to_have_text("2")  # …two to make
+    async with page.expect_popup() as popup_info:
+        await page.click("text=Commercial offer")
+    offer = await popup_info.value
+    await expect(offer.locator("h1")).to_have_text("Commercial offer")
+    await expect(offer.locator("tfoot")).to_contain_text("360900.00")
+    pdf = await offer.pdf()
+    assert pdf.startswith(b"%PDF")

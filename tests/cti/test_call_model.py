@@ -273,3 +273,22 @@ def test_atxfer_whose_local_channels_have_their_own_linkedid_is_still_one_call()
     assert (call.outcome, call.answered_by, call.agents_rang) == ("answered", "101", ("101", "102"))
     assert [(t.from_, t.to, t.kind) for t in call.transfers] == [("101", "102", "attended")]
     assert dict(call.talk_by_agent) == {"101": 18, "102": 25}
+
+
+def test_a_call_whose_agent_hangup_was_lost_is_closed_by_the_sweep():
+    pbx = Pbx()
+    tracker = CallTracker("t")
+    trunk = inbound(pbx)
+    agent = ring(pbx, trunk, "101")
+    pbx.tick(2)
+    answer(pbx, trunk, agent)
+    pbx.tick(30).hangup(trunk, 16, far_end=True)  # the agent leg's Hangup never arrives
+    assert pbx.run(tracker)[0] == []
+    later = pbx.chan("trunk", num="79160000999", context="from-trunk", exten=DID, state=4)
+    pbx.tick(600).emit("Newchannel", later)
+    assert pbx.run(tracker)[0] == []  # a conference could still go on: not yet
+    pbx.tick(1500).emit("Newchannel", pbx.chan("trunk", num="79160000998", context="from-trunk", exten=DID))
+    calls, _ = pbx.run(tracker)
+    assert [(c.call_id, c.outcome, c.talk_seconds, c.recovered) for c in calls] == [
+        (trunk.linkedid, "answered", 30, True)]
+    assert later.linkedid in tracker.calls

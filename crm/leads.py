@@ -152,39 +152,40 @@ async def list_leads(conn: asyncpg.Connection, viewer: User, status: str | None 
     return [_lead(r) for r in await conn.fetch(LIST_LEADS, _scope(viewer), status, source, limit, offset)]
 
 
+async def _get_or_create(conn: asyncpg.Connection, insert: str, insert_args: tuple, find_open: str, key: str,
+                         announce: str) -> tuple[Lead, bool]:
+    """Insert unless an open lead holds `key` (the partial unique index decides), else return that one."""
+    async with conn.transaction():
+        lead_id = await conn.fetchval(insert, *insert_args)
+        if lead_id is None:
+            row = await conn.fetchrow(find_open, key)
+            if row is not None:
+                return _lead(row), False
+            raise Conflict("the open lead for this person changed meanwhile; try again")
+        lead = _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
+        await notify_heads(conn, "new_lead", announce, lead.id)
+        return lead, True
+
+
 async def get_or_create_phone_lead(conn: asyncpg.Connection, e164: str, line: str, name: str = "",
                                    first_message: str = "", source: str = "phone") -> tuple[Lead, bool]:
     """The open lead of this number, created (and the heads told) if there is none."""
-    async with conn.transaction():
-        lead_id = await conn.fetchval(INSERT_PHONE_LEAD, source, e164, name[:200], first_message[:2000], line[:64])
-        if lead_id is None:
-            row = await conn.fetchrow(OPEN_LEAD_BY_PHONE, e164)
-            if row is not None:
-                return _lead(row), False
-            raise Conflict("the open lead of this number changed meanwhile; try again")
-        lead = _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
-        what = "call" if source == "phone" else source.replace("_", " ")
-        await notify_heads(conn, "new_lead", f"New lead: {what} from {format_phone(e164)}", lead.id)
-        return lead, True
+    what = "call" if source == "phone" else source.replace("_", " ")
+    return await _get_or_create(conn, INSERT_PHONE_LEAD, (source, e164, name[:200], first_message[:2000], line[:64]),
+                                OPEN_LEAD_BY_PHONE, e164, f"New lead: {what} from {format_phone(e164)}")
 
 
 async def get_or_create_email_lead(conn: asyncpg.Connection, source: str, email: str, name: str, company_name: str,
                                    first_message: str, line: str = "", phone_e164: str | None = None
                                    ) -> tuple[Lead, bool]:
+    """The open lead of this address, created (and the heads told) if there is none."""
     if source not in SOURCES:
         raise ValidationError("source", f"one of {', '.join(SOURCES)}")
     email = email.strip().lower()
-    async with conn.transaction():
-        lead_id = await conn.fetchval(INSERT_EMAIL_LEAD, source, email, name[:200], company_name[:200],
-                                      first_message[:2000], line[:64], phone_e164)
-        if lead_id is None:
-            row = await conn.fetchrow(OPEN_LEAD_BY_EMAIL, email)
-            if row is not None:
-                return _lead(row), False
-            raise Conflict("the open lead of this address changed meanwhile; try again")
-        lead = _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
-        await notify_heads(conn, "new_lead", f"New lead ({source.replace('_', ' ')}): {name or email}", lead.id)
-        return lead, True
+    return await _get_or_create(
+        conn, INSERT_EMAIL_LEAD, (source, email, name[:200], company_name[:200], first_message[:2000], line[:64],
+                                  phone_e164),
+        OPEN_LEAD_BY_EMAIL, email, f"New lead ({source.replace('_', ' ')}): {name or email}")
 
 
 async def create_lead_without_address(conn: asyncpg.Connection, source: str, name: str, company_name: str,

@@ -312,6 +312,10 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
             "summary": "A receipt, shipment (oldest batch first) or write-off {product_id, kind, quantity}",
             "requestBody": json_body, "responses": {"201": {"description": "new balance"}, "409": error,
                                                     "422": error}}},
+        "/api/tasks": {"get": {"summary": "My open tasks (callbacks, replies, stuck deals)", "responses": ok}},
+        "/api/tasks/{id}/done": {"parameters": by_id, "post": {
+            "summary": "Close a reply or follow-up task (callbacks close when the customer is reached)",
+            "responses": {**ok, "404": error, "409": error}}},
         "/api/missed": {"get": {
             "summary": "The missed-call board: open rows always, resolved ones within the window",
             "parameters": query("manager", "line", "state"), "responses": {**ok, "422": error}}},

@@ -19,6 +19,7 @@ from crm import errors, stock
 from crm import leads as leads_db
 from crm import mail as mail_db
 from crm import missed as missed_db
+from crm import tasks as tasks_db
 from crm.deals import Deal, DealItem
 from crm.stock import Balance
 from web import keys
@@ -261,9 +262,28 @@ async def home_page(request: web.Request) -> web.Response:
         callbacks = [r for r in await missed_db.list_rows(conn, user, now, timedelta(days=7))
                      if r.state != "resolved" and (r.manager_id == user.id or user.sees_everything)]
         sales = await deals_db.illiquid_sales(conn, user, month_start, ILLIQUID_DAYS)
+        my_tasks = [t for t in await tasks_db.list_open_tasks(conn, user) if t.kind != "callback"]
         slow = (await stock.illiquid(conn, now, ILLIQUID_DAYS))[:5]
-    return render(request, "home.html", now=now, stuck=[d for d in open_deals if d.is_stuck(now)],
+    return render(request, "home.html", now=now, stuck=[d for d in open_deals if d.is_stuck(now)], tasks=my_tasks,
                   open_deals=open_deals, callbacks=callbacks, illiquid_sales=sales, illiquid_items=slow)
+
+
+async def tasks_api(request: web.Request) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        found = await tasks_db.list_open_tasks(conn, current_user(request))
+    now = _now()
+    return web.json_response({"items": [{"id": t.id, "kind": t.kind, "title": t.title, "assignee_id": t.assignee_id,
+                                         "due_at": t.due_at.isoformat(), "overdue": t.overdue(now),
+                                         "deal_id": t.deal_id, "contact_id": t.contact_id,
+                                         "missed_caller_id": t.missed_caller_id} for t in found]})
+
+
+async def task_done(request: web.Request) -> web.Response:
+    async with request.app[keys.POOL].acquire() as conn:
+        task = await tasks_db.complete_task(conn, current_user(request), int(request.match_info["task_id"]), _now())
+    if request.path.startswith("/api/"):
+        return web.json_response({"id": task.id, "state": task.state})
+    raise web.HTTPFound("/home")
 
 
 # ------------------------------------------------------------------ the periodic job
@@ -311,6 +331,9 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(stuck_job_ctx)
     r = app.router
     r.add_get("/home", home_page)
+    r.add_post("/tasks/{task_id:\\d+}/done", task_done)
+    r.add_get("/api/tasks", tasks_api)
+    r.add_post("/api/tasks/{task_id:\\d+}/done", task_done)
     r.add_get("/deals", deals_page)
     r.add_post("/deals/new", new_deal_form)
     r.add_get("/deals/{deal_id:\\d+}", deal_page)

@@ -73,6 +73,7 @@ class DealItem:
     price: Decimal
     made_in_house: bool
     reserved: Decimal
+    shipped: Decimal
     in_production: Decimal
     ordered: Decimal
 
@@ -82,7 +83,7 @@ class DealItem:
 
     @property
     def uncovered(self) -> Decimal:
-        return max(Decimal(0), self.quantity - self.reserved - self.in_production - self.ordered)
+        return max(Decimal(0), self.quantity - self.shipped - self.reserved - self.in_production - self.ordered)
 
 
 LIST_STAGES = "SELECT code, name, position, normal_days, reserves_stock FROM deal_stages ORDER BY position"
@@ -126,13 +127,36 @@ DELETE_ITEM = "DELETE FROM deal_items WHERE id = $1 AND deal_id = $2 RETURNING p
 LIST_ITEMS = """
 SELECT i.id, i.product_id, p.sku, p.name, p.unit, i.quantity, i.price, p.made_in_house,
   greatest(0, coalesce((SELECT sum(CASE WHEN m.kind = 'reservation' THEN m.quantity ELSE -m.quantity END)
-            FROM stock_movements m WHERE m.deal_item_id = i.id AND m.kind IN ('reservation', 'release')), 0))
-    AS reserved,
-  coalesce((SELECT sum(o.quantity) FROM production_orders o WHERE o.deal_item_id = i.id AND o.status <> 'cancelled'),
+            FROM stock_movements m WHERE m.deal_item_id = i.id AND m.kind IN ('reservation', 'release', 'shipment')),
+            0)) AS reserved,
+  coalesce((SELECT sum(m.quantity) FROM stock_movements m WHERE m.deal_item_id = i.id AND m.kind = 'shipment'), 0)
+    AS shipped,
+  coalesce((SELECT sum(o.quantity) FROM production_orders o WHERE o.deal_item_id = i.id AND o.status = 'open'),
            0) AS in_production,
-  coalesce((SELECT sum(o.quantity) FROM supplier_orders o WHERE o.deal_item_id = i.id AND o.status <> 'cancelled'),
+  coalesce((SELECT sum(o.quantity) FROM supplier_orders o WHERE o.deal_item_id = i.id AND o.status = 'open'),
            0) AS ordered
 FROM deal_items i JOIN products p ON p.id = i.product_id WHERE i.deal_id = $1 ORDER BY i.id
+"""
+LIST_ORDERS = """
+SELECT 'production' AS kind, o.id, o.deal_item_id, p.sku, p.name, o.quantity, o.status, o.created_at
+FROM production_orders o JOIN deal_items i ON i.id = o.deal_item_id JOIN products p ON p.id = o.product_id
+WHERE i.deal_id = $1
+UNION ALL
+SELECT 'supplier', o.id, o.deal_item_id, p.sku, p.name, o.quantity, o.status, o.created_at
+FROM supplier_orders o JOIN deal_items i ON i.id = o.deal_item_id JOIN products p ON p.id = o.product_id
+WHERE i.deal_id = $1
+ORDER BY created_at, id
+"""
+# An order of this deal still open, locked while it becomes stock.
+CLAIM_PRODUCTION = """
+UPDATE production_orders o SET status = 'done' FROM deal_items i
+WHERE o.id = $1 AND i.id = o.deal_item_id AND i.deal_id = $2 AND o.status = 'open'
+RETURNING o.deal_item_id, o.product_id, o.quantity
+"""
+CLAIM_SUPPLIER = """
+UPDATE supplier_orders o SET status = 'received' FROM deal_items i
+WHERE o.id = $1 AND i.id = o.deal_item_id AND i.deal_id = $2 AND o.status = 'open'
+RETURNING o.deal_item_id, o.product_id, o.quantity
 """
 INSERT_PRODUCTION = "INSERT INTO production_orders (deal_item_id, product_id, quantity) VALUES ($1, $2, $3)"
 INSERT_SUPPLIER = "INSERT INTO supplier_orders (deal_item_id, product_id, quantity) VALUES ($1, $2, $3)"
@@ -266,6 +290,39 @@ async def reserve_items(conn: asyncpg.Connection, viewer: User, deal_id: int, no
         if rest > 0:
             await conn.execute(INSERT_PRODUCTION if item.made_in_house else INSERT_SUPPLIER, item.id,
                                item.product_id, rest)
+    return await list_items(conn, deal_id)
+
+
+async def list_orders(conn: asyncpg.Connection, deal_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(LIST_ORDERS, deal_id)]
+
+
+async def complete_order(conn: asyncpg.Connection, viewer: User, deal_id: int, kind: str, order_id: int,
+                         now: datetime) -> list[DealItem]:
+    """Made or delivered: the quantity enters stock as a batch and is reserved for its deal item."""
+    await get_deal(conn, viewer, deal_id)
+    if kind not in ("production", "supplier"):
+        raise ValidationError("kind", "production or supplier")
+    async with conn.transaction():
+        row = await conn.fetchrow(CLAIM_PRODUCTION if kind == "production" else CLAIM_SUPPLIER, order_id, deal_id)
+        if row is None:
+            raise NotFound("open order")
+        await stock.receive(conn, row["product_id"], row["quantity"], now, viewer.id)
+        await stock.reserve(conn, row["product_id"], row["quantity"], row["deal_item_id"], now, viewer.id)
+    return await list_items(conn, deal_id)
+
+
+async def ship_item(conn: asyncpg.Connection, viewer: User, deal_id: int, item_id: int, now: datetime
+                    ) -> list[DealItem]:
+    """Ship what is reserved for the item, oldest batches first."""
+    deal = await get_deal(conn, viewer, deal_id)
+    _require_open(deal)
+    item = next((i for i in await list_items(conn, deal_id) if i.id == item_id), None)
+    if item is None:
+        raise NotFound("item")
+    if item.reserved <= 0:
+        raise Conflict("nothing is reserved for this item yet")
+    await stock.ship(conn, item.product_id, item.reserved, now, deal_item_id=item.id, user_id=viewer.id)
     return await list_items(conn, deal_id)
 
 

@@ -52,7 +52,8 @@ def deal_json(deal: Deal, items: list[DealItem] | None = None) -> dict[str, Any]
     if items is not None:
         body["items"] = [{"id": i.id, "product_id": i.product_id, "sku": i.sku, "name": i.name,
                           "quantity": str(i.quantity), "price": _money(i.price), "reserved": str(i.reserved),
-                          "in_production": str(i.in_production), "ordered": str(i.ordered)} for i in items]
+                          "shipped": str(i.shipped), "in_production": str(i.in_production),
+                          "ordered": str(i.ordered)} for i in items]
     return body
 
 
@@ -113,6 +114,11 @@ async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
         elif action == "remove-item":
             await deals_db.remove_item(conn, user, deal_id, _int_or_none(data.get("item_id"), "item_id") or 0,
                                        _now())
+        elif action == "ship":
+            await deals_db.ship_item(conn, user, deal_id, _int_or_none(data.get("item_id"), "item_id") or 0, _now())
+        elif action == "order-done":
+            await deals_db.complete_order(conn, user, deal_id, str(data.get("kind") or ""),
+                                          _int_or_none(data.get("order_id"), "order_id") or 0, _now())
         elif action == "reserve":
             await deals_db.get_deal(conn, user, deal_id)
             await deals_db.reserve_items(conn, user, deal_id, _now())
@@ -217,9 +223,10 @@ async def deal_page(request: web.Request) -> web.Response:
         stages = await deals_db.list_stages(conn)
         products = await stock.list_balances(conn)
         calls = await calls_db.list_deal_calls(conn, deal.id)
+        orders = await deals_db.list_orders(conn, deal.id)
         mails = await mail_db.list_party_mail(conn, None, None, None, deal_id=deal.id)
     return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
-                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails)
+                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:
@@ -338,12 +345,12 @@ def setup(app: web.Application) -> None:
     r.add_post("/deals/new", new_deal_form)
     r.add_get("/deals/{deal_id:\\d+}", deal_page)
     r.add_get("/deals/{deal_id:\\d+}/offer", offer_page)
-    r.add_post("/deals/{deal_id:\\d+}/{action:stage|close|items|remove-item|reserve}", deal_action_form)
+    r.add_post("/deals/{deal_id:\\d+}/{action:stage|close|items|remove-item|reserve|ship|order-done}", deal_action_form)
     r.add_get("/stock", stock_page)
     r.add_get("/api/deals", list_api)
     r.add_post("/api/deals", create_api)
     r.add_get("/api/deals/{deal_id:\\d+}", detail_api)
-    r.add_post("/api/deals/{deal_id:\\d+}/{action:stage|close|items|remove-item|reserve}", action_api)
+    r.add_post("/api/deals/{deal_id:\\d+}/{action:stage|close|items|remove-item|reserve|ship|order-done}", action_api)
     r.add_get("/api/products", products_api)
     r.add_post("/api/products", create_product_api)
     r.add_get("/api/stock", stock_api)

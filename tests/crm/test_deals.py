@@ -120,3 +120,23 @@ async def test_a_call_attaches_to_the_contacts_only_open_deal(conn, factory, peo
     await deals.create_deal(conn, people["manager1"], "Second", NOW, contact_id=contact.id)
     saved = await save_call(conn, record("c2", "+79160000101"))
     assert await conn.fetchval("SELECT deal_id FROM calls WHERE id = $1", saved.id) is None
+
+
+async def test_orders_become_stock_reserved_for_the_item_then_ship_oldest_first(conn, people):
+    own = await stock.create_product(conn, "PMP", "Pump", "pcs", 5000, None, True)
+    await stock.receive(conn, own.id, 1, NOW - timedelta(days=30))
+    deal = await deals.create_deal(conn, people["manager1"], "Pumps", NOW)
+    await deals.add_item(conn, people["manager1"], deal.id, own.id, 3)
+    await deals.move_stage(conn, people["manager1"], deal.id, "reservation", NOW)
+    (order,) = await deals.list_orders(conn, deal.id)
+    assert (order["kind"], order["quantity"], order["status"]) == ("production", 2, "open")
+    items = await deals.complete_order(conn, people["manager1"], deal.id, "production", order["id"], NOW)
+    assert (items[0].reserved, items[0].in_production) == (3, 0)
+    with pytest.raises(errors.NotFound):
+        await deals.complete_order(conn, people["manager1"], deal.id, "production", order["id"], NOW)
+    items = await deals.ship_item(conn, people["manager1"], deal.id, items[0].id, NOW)
+    assert (items[0].reserved, items[0].shipped, items[0].uncovered) == (0, 3, 0)
+    balance = await stock.balance(conn, own.id)
+    assert (balance.on_hand, balance.reserved) == (0, 0)
+    with pytest.raises(errors.Conflict):
+        await deals.ship_item(conn, people["manager1"], deal.id, items[0].id, NOW)

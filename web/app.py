@@ -16,6 +16,7 @@ from crm import errors
 from crm.phones import format_phone
 from crm.settings import Settings
 from web import (
+    admin,
     api,
     auth,
     deals,
@@ -138,6 +139,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     missed.setup(app)
     mailserver.setup(app)
     deals.setup(app)
+    admin.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)

@@ -1,0 +1,75 @@
+"""Administration pages: users (create, change role or extension, deactivate, reset a password),
+PBX connections, and one's own password."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from crm import errors
+from crm import users as users_db
+from web import keys
+from web.auth import current_user, require_role
+from web.pages import render
+
+
+async def users_page(request: web.Request) -> web.Response:
+    require_role(request, "admin")
+    async with request.app[keys.POOL].acquire() as conn:
+        people = await users_db.list_users(conn)
+    telephony = request.app.get(keys.TELEPHONY)
+    return render(request, "users.html", people=people, roles=users_db.ROLES, error=None,
+                  pbx_status=telephony.pbx_status() if telephony else {})
+
+
+async def users_action(request: web.Request) -> web.Response:
+    require_role(request, "admin")
+    form = await request.post()
+    action = request.match_info["action"]
+    extension = str(form.get("extension", "")).strip() or None
+    async with request.app[keys.POOL].acquire() as conn:
+        try:
+            if action == "new":
+                await users_db.create_user(conn, str(form.get("login", "")).strip().lower(),
+                                           str(form.get("password", "")), str(form.get("role", "")), extension,
+                                           str(form.get("display_name", "")))
+            else:
+                user_id = int(request.match_info["user_id"])
+                await users_db.update_user(conn, user_id, str(form.get("role", "")), extension,
+                                           str(form.get("display_name", "")), form.get("active") == "on")
+                if str(form.get("password", "")):
+                    if len(str(form["password"])) < 8:
+                        raise errors.ValidationError("password", "at least 8 characters")
+                    await users_db.set_password(conn, user_id, str(form["password"]))
+        except (errors.ValidationError, errors.Conflict, errors.NotFound) as exc:
+            people = await users_db.list_users(conn)
+            return render(request, "users.html", status=422, people=people, roles=users_db.ROLES, error=str(exc),
+                          pbx_status={})
+    raise web.HTTPFound("/admin/users")
+
+
+async def password_page(request: web.Request) -> web.Response:
+    current_user(request)
+    return render(request, "password.html", error=None, done=False)
+
+
+async def password_change(request: web.Request) -> web.Response:
+    user = current_user(request)
+    form = await request.post()
+    new = str(form.get("new", ""))
+    async with request.app[keys.POOL].acquire() as conn:
+        row = await conn.fetchrow(users_db.SELECT_USER_BY_LOGIN, user.login)
+        if not users_db.verify_password(str(form.get("current", "")), row["password_hash"]):
+            return render(request, "password.html", status=401, error="The current password is wrong.", done=False)
+        if len(new) < 8 or new != str(form.get("repeat", "")):
+            return render(request, "password.html", status=422, done=False,
+                          error="The new password needs at least 8 characters, typed twice the same.")
+        await users_db.set_password(conn, user.id, new)
+    return render(request, "password.html", error=None, done=True)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/admin/users", users_page)
+    app.router.add_post("/admin/users/{action:new}", users_action)
+    app.router.add_post("/admin/users/{user_id:\\d+}/{action:edit}", users_action)
+    app.router.add_get("/password", password_page)
+    app.router.add_post("/password", password_change)

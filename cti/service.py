@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from crm import calls as calls_db
 from crm.leads import NewLead, get_or_create_phone_lead
@@ -19,6 +23,7 @@ from crm.settings import PbxSettings, Settings
 from cti import events as ev
 from cti.ami import AmiConnector
 from cti.calls import CallEnded, CallStarted, CallTracker, DirectionRules
+from cti.lease import PbxLease
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +66,14 @@ class TelephonyService:
         self.notifier = notifier
         self.rules = rules_from(settings)
         pbx_list = settings.pbxes if pbxes is None else pbxes
+        self.pbxes = {pbx.name: pbx for pbx in pbx_list}
+        self.connector_factory = connector_factory
         self.queue: asyncio.Queue[tuple[str, ev.AmiEvent, str]] = asyncio.Queue()
         self.trackers = {pbx.name: CallTracker(pbx.name, self.rules) for pbx in pbx_list}
         self.connectors = {pbx.name: connector_factory(pbx, self.sink) for pbx in pbx_list}
+        self.leases: dict[str, PbxLease] = {}
+        self._redis = None
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._journal: list[tuple[str, datetime, str | None, str]] = []
         self._unsaved: list[CallEnded] = []
         self._tasks: list[asyncio.Task] = []
@@ -77,10 +87,33 @@ class TelephonyService:
         self._tasks = [asyncio.create_task(self._consume(), name="ami-consumer"),
                        asyncio.create_task(self._every(JOURNAL_FLUSH_SECONDS, self._flush), name="ami-journal"),
                        asyncio.create_task(self._every(3600, self._purge_journal), name="journal-retention")]
-        for connector in self.connectors.values():
-            await connector.start()
+        if self.settings.redis_url and self.pbxes:
+            # Several nodes: each PBX is consumed by the node holding its lease, the others stand by.
+            self._redis = aioredis.from_url(self.settings.redis_url)
+            for name in self.pbxes:
+                self.leases[name] = PbxLease(self._redis, name, self.node_id, self._acquired(name), self._lost(name))
+                await self.leases[name].start()
+        else:
+            for connector in self.connectors.values():
+                await connector.start()
+
+    def _acquired(self, name: str):
+        async def start() -> None:
+            await self.connectors[name].start()
+        return start
+
+    def _lost(self, name: str):
+        async def stop() -> None:
+            # A closed connector cannot reconnect: a fresh one waits for the lease to come back.
+            await self.connectors[name].close()
+            self.connectors[name] = self.connector_factory(self.pbxes[name], self.sink)
+        return stop
 
     async def stop(self) -> None:
+        for lease in self.leases.values():
+            await lease.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
         for connector in self.connectors.values():
             await connector.close()
         await self.drain()
@@ -189,10 +222,14 @@ class TelephonyService:
     # ------------------------------------------------------------ what the web asks
 
     def pbx_status(self) -> dict[str, dict[str, object]]:
-        return {name: {"state": c.state.state, "detail": c.state.detail,
-                       "since": datetime.fromtimestamp(c.state.since, UTC).isoformat(timespec="seconds"),
-                       "events": c.events}
-                for name, c in self.connectors.items()}
+        status = {}
+        for name, c in self.connectors.items():
+            state, detail = c.state.state, c.state.detail
+            if name in self.leases and not self.leases[name].holding:
+                state, detail = "standby", "another node holds this PBX's lease"
+            status[name] = {"state": state, "detail": detail, "events": c.events,
+                            "since": datetime.fromtimestamp(c.state.since, UTC).isoformat(timespec="seconds")}
+        return status
 
     def agent_states(self) -> dict[str, str]:
         merged: dict[str, str] = {}

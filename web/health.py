@@ -31,7 +31,7 @@ async def readyz(request: web.Request) -> web.Response:
     if telephony is not None:
         pbx_states = telephony.pbx_status()
         checks["pbx"] = pbx_states
-        if any(state["state"] != "connected" for state in pbx_states.values()):
+        if any(state["state"] not in ("connected", "standby") for state in pbx_states.values()):
             ready = False
     return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
                              status=200 if ready else 503)

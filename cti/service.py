@@ -15,6 +15,7 @@ from typing import Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from crm import calls as calls_db
 from crm.leads import NewLead, get_or_create_phone_lead
@@ -22,7 +23,7 @@ from crm.matching import find_caller
 from crm.settings import PbxSettings, Settings
 from cti import events as ev
 from cti.ami import AmiConnector
-from cti.calls import CallEnded, CallStarted, CallTracker, DirectionRules
+from cti.calls import AgentStateChanged, CallEnded, CallStarted, CallTracker, DirectionRules
 from cti.lease import PbxLease
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class TelephonyService:
         self.connectors = {pbx.name: connector_factory(pbx, self.sink) for pbx in pbx_list}
         self.leases: dict[str, PbxLease] = {}
         self._redis = None
+        self._shared_states: dict[str, dict[str, str]] = {}  # agent states of PBXes another node holds
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._journal: list[tuple[str, datetime, str | None, str]] = []
         self._unsaved: list[CallEnded] = []
@@ -93,6 +95,7 @@ class TelephonyService:
             for name in self.pbxes:
                 self.leases[name] = PbxLease(self._redis, name, self.node_id, self._acquired(name), self._lost(name))
                 await self.leases[name].start()
+            self._tasks.append(asyncio.create_task(self._every(1.0, self._read_shared_states), name="agent-states"))
         else:
             for connector in self.connectors.values():
                 await connector.start()
@@ -154,6 +157,8 @@ class TelephonyService:
             await self._save_pending()
         elif isinstance(call_event, CallStarted) and call_event.direction == "inbound":
             await self._lead_for_unknown_caller(call_event)
+        elif isinstance(call_event, AgentStateChanged) and self._redis is not None:
+            await self._share_state(call_event)
         try:
             await self.notifier.call_event(call_event)
         except Exception:
@@ -179,6 +184,19 @@ class TelephonyService:
                     await self.notifier.call_event(update)
                 except Exception:
                     logger.exception("notifier failed on a missed-call update")
+
+    async def _share_state(self, change: AgentStateChanged) -> None:
+        """Routing on any node needs to know whose phone is busy: the lease holder publishes states."""
+        try:
+            await self._redis.hset(f"callboard:agents:{change.pbx}", change.extension, change.state)
+        except RedisError as exc:
+            logger.warning("agent state of %s not shared: %s", change.extension, exc)
+
+    async def _read_shared_states(self) -> None:
+        for name, lease in self.leases.items():
+            if not lease.holding:
+                raw = await self._redis.hgetall(f"callboard:agents:{name}")
+                self._shared_states[name] = {k.decode(): v.decode() for k, v in raw.items()}
 
     async def _lead_for_unknown_caller(self, started: CallStarted) -> None:
         """An unknown number becomes a lead as soon as its call appears (withheld numbers never do)."""
@@ -239,11 +257,13 @@ class TelephonyService:
 
     def agent_state(self, extension: str, pbx: str | None = None) -> str | None:
         """The extension's state on that PBX (or on any), None when never seen."""
-        trackers = [self.trackers[pbx]] if pbx in self.trackers else list(self.trackers.values())
-        for tracker in trackers:
-            state = tracker.agent_states().get(extension)
-            if state is not None:
-                return state
+        names = [pbx] if pbx in self.trackers else list(self.trackers)
+        for name in names:
+            lease = self.leases.get(name)
+            states = (self._shared_states.get(name, {}) if lease is not None and not lease.holding
+                      else self.trackers[name].agent_states())
+            if extension in states:
+                return states[extension]
         return None
 
     def default_pbx(self) -> str | None:

@@ -767,8 +767,9 @@ class CallTracker:
             queue=call.queue,
             ring_seconds=_seconds(ring_end - call.started),
             talk_seconds=_seconds(talk),
-            # MixMonitor with option b leaves a header-only file for calls nobody talked in.
-            recording=call.recording if outcome == "answered" else None,
+            # The file MixMonitor was told to write, whatever the outcome: with option b a call nobody
+            # talked in leaves a header-only file; pages offer a player only when someone talked.
+            recording=call.recording,
             transfers=tuple(call.transfers),
             talk_by_agent=tuple((ext, _seconds(secs)) for ext, secs in talk_by_agent.items()),
             legs=tuple(LegRecord(leg.uniqueid, leg.name, leg.kind, leg.extension, leg.created, leg.answered,

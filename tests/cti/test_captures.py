@@ -45,13 +45,15 @@ EXPECTED = {
         "callee": "+74951234567", "started_at": "2026-11-23T15:34:40.854+00:00", "answered_at": None,
         "ended_at": "2026-11-23T15:34:55.876+00:00", "outcome": "missed", "reason": "no_answer",
         "answered_by": None, "agents_rang": ["101"], "queue": None, "ring_seconds": 15, "talk_seconds": 0,
-        "recording": None, "transfers": [], "talk_by_agent": {}, "recovered": False, "originated": False}],
+        "recording": REC + "20261123-153440-79160000101-1795448080.5.wav", "transfers": [], "talk_by_agent": {},
+        "recovered": False, "originated": False}],
     "d_routed-busy": [{
         "call_id": "1795448105.7", "direction": "inbound", "caller": "+79160000101", "caller_name": "Ivan Petrov",
         "callee": "+74951234567", "started_at": "2026-11-23T15:35:05.375+00:00", "answered_at": None,
         "ended_at": "2026-11-23T15:35:05.382+00:00", "outcome": "busy", "reason": "busy", "answered_by": None,
-        "agents_rang": ["101"], "queue": None, "ring_seconds": 0, "talk_seconds": 0, "recording": None,
-        "transfers": [], "talk_by_agent": {}, "recovered": False, "originated": False}],
+        "agents_rang": ["101"], "queue": None, "ring_seconds": 0, "talk_seconds": 0,
+        "recording": REC + "20261123-153505-79160000101-1795448105.7.wav", "transfers": [], "talk_by_agent": {},
+        "recovered": False, "originated": False}],
     "f_click-to-call": [{
         "call_id": "1795448133.12", "direction": "outbound", "caller": "103", "caller_name": "CTI 103",
         "callee": "+79161234567", "started_at": "2026-11-23T15:35:33.148+00:00",

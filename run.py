@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="one JSON object per finished call per line")
     replay.add_argument("--pbx", default="replay", help="PBX name for the calls")
 
+    rebuild = commands.add_parser("rebuild", help="rebuild one call from the AMI journal and show (or save) it")
+    rebuild.add_argument("--pbx", required=True, help="the PBX name")
+    rebuild.add_argument("--call", required=True, help="the call's Linkedid")
+    rebuild.add_argument("--save", action="store_true", help="write the rebuilt call to the call log")
+
     simulate = commands.add_parser("simulate", help="run the AMI-speaking PBX simulator alone")
     simulate.add_argument("--port", type=int, default=5038)
     simulate.add_argument("--bind", default="127.0.0.1")
@@ -103,6 +108,34 @@ async def add_user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def rebuild_call(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from crm import calls
+    from crm.db import open_database
+    from cti.calls import CallTracker
+    from cti.replay import replay_stream
+    from cti.service import rules_from
+
+    async with open_database(settings.database_url, settings.data_dir, announce=lambda text: None) as pool:
+        async with pool.acquire() as conn:
+            raws = await calls.read_journal(conn, args.pbx, args.call)
+            if not raws:
+                print(f"No journal for call {args.call} on {args.pbx} (kept 14 days).", file=sys.stderr)
+                return 1
+            tracker = CallTracker(args.pbx, rules_from(settings))
+            errors: list[str] = []
+            records = replay_stream([("\r\n\r\n".join(raws) + "\r\n\r\n").encode()], tracker, errors)
+            records += [ended.record for ended in tracker.close_all()]
+            for record in records:
+                body = record.to_json()
+                del body["legs"]
+                print(json.dumps(body, ensure_ascii=False))
+                if args.save:
+                    await calls.save_call(conn, record, settings.phone_region, settings.suffix_match_digits)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -131,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(migrate(settings))
     if args.command == "user":
         return asyncio.run(add_user(settings, args))
+    if args.command == "rebuild":
+        return asyncio.run(rebuild_call(settings, args))
     return asyncio.run(serve(settings))
 
 

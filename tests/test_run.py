@@ -62,3 +62,29 @@ async def test_embedded_postgres_keeps_data_across_a_restart(tmp_path):
     assert await conn.fetchval("SELECT v FROM kept") == "still here"
     await conn.close()
     await server.stop()
+
+
+def test_rebuild_a_call_from_the_journal(database_dsn):
+    import asyncio
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from cti import events as ev
+    from tests.conftest import FIXTURES
+
+    async def fill() -> None:
+        conn = await asyncpg.connect(database_dsn)
+        rows = [("lab", datetime.now(UTC), "1795448064.2", raw)
+                for raw in ev.FrameSplitter().feed((FIXTURES / "ami" / "b_queue-answered-102.ami").read_bytes())
+                if ev.parse_event(raw) is not None]
+        await conn.executemany("INSERT INTO ami_journal (pbx, received_at, linkedid, raw) VALUES ($1, $2, $3, $4)",
+                               rows)
+        await conn.close()
+
+    asyncio.run(fill())
+    result = run_cli("rebuild", "--pbx", "lab", "--call", "1795448064.2", env={"DATABASE_URL": database_dsn})
+    assert result.returncode == 0, result.stderr
+    assert '"answered_by": "102"' in result.stdout and '"outcome": "answered"' in result.stdout
+    missing = run_cli("rebuild", "--pbx", "lab", "--call", "0.0", env={"DATABASE_URL": database_dsn})
+    assert missing.returncode == 1 and "No journal" in missing.stderr

@@ -123,8 +123,21 @@ class _Manager(Manager):
         login = self.send_action({"Action": "Login", "Username": self.config["username"],
                                   "Secret": self.config["secret"], "Events": self.config["events"]})
         login.add_done_callback(self.login)
+        # A PBX that accepts the TCP connection but never answers the Login must not hold us forever.
+        self.watchdog = self.loop.call_later(self.connector.ping_timeout * 2, self._login_timed_out)
+
+    def _login_timed_out(self) -> None:
+        self.watchdog = None
+        if not self.authenticated:
+            logger.error("AMI %s: no answer to Login within %.0f s; reconnecting", self.connector.name,
+                         self.connector.ping_timeout * 2)
+            self.connector.set_state("disconnected", "the PBX did not answer the login")
+            self.drop()
 
     def login(self, future: asyncio.Future) -> bool:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         try:
             response = future.result()
         except Exception as exc:  # the connection died during login

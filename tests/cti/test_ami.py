@@ -139,6 +139,28 @@ async def test_wrong_password_is_surfaced_and_retried_with_growing_back_off(simu
     await connector.close()
 
 
+async def test_a_pbx_that_never_answers_the_login_is_left_and_retried(caplog):
+    connections = []
+
+    async def silent(reader, writer):
+        connections.append(writer)
+        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
+        await reader.read(1000)  # the Login arrives and is never answered
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    connector = AmiConnector(PbxSettings("mute", "127.0.0.1", server.sockets[0].getsockname()[1], "u", "p"),
+                             Recorder(), ping_timeout=0.2, min_backoff=0.05)
+    with caplog.at_level(logging.ERROR):
+        await connector.start()
+    try:
+        await wait_for(lambda: len(connections) >= 2, timeout=5)
+        assert "no answer to Login" in caplog.text
+        assert connector.state.state != "connected"
+    finally:
+        await connector.close()
+        server.close()
+
+
 def test_intervals_are_not_truncated_to_whole_seconds():
     connector = AmiConnector(PbxSettings("x", "127.0.0.1", 1, "u", "p"), Recorder(), ping_interval=0.25,
                              min_backoff=0.5)

@@ -59,8 +59,16 @@ class FrameSplitter:
 def parse_headers(raw: str) -> dict[str, str]:
     """'Key: value' lines → dict; the first value wins for repeated keys; junk lines are skipped.
 
-    A plain loop over str.partition measured faster here than a regex findall or find() per header.
+    Well-formed messages (every line has ': ') take one C-level pass; anything else the careful loop.
+    Both measured faster than a regex findall or a find() per header (bench/ami_ingest.py).
     """
+    try:
+        return dict(reversed([line.split(": ", 1) for line in raw.split("\r\n")]))
+    except ValueError:  # a line without ': ' (junk, or 'Key:' with nothing after it)
+        return _parse_headers_carefully(raw)
+
+
+def _parse_headers_carefully(raw: str) -> dict[str, str]:
     headers: dict[str, str] = {}
     for line in raw.split("\r\n"):
         key, sep, value = line.partition(": ")

@@ -76,3 +76,12 @@ def test_mixed_encodings_decode_to_replacement_characters(data):
     text_events = _events([b"Event: Newchannel\r\nChannel: PJSIP/1-1\r\nUniqueid: 1.1\r\nCallerIDName: " + data
                            .replace(b"\r", b"").replace(b"\n", b"") + b"\r\n\r\n" + VALID])
     assert any(isinstance(e, ev.ChannelHungUp) for e in text_events)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=40).filter(lambda line: "\r\n" not in line), max_size=20))
+def test_fast_header_parse_agrees_with_the_careful_one(lines):
+    raw = "\r\n".join(lines)
+    careful = ev._parse_headers_carefully(raw)
+    fast = ev.parse_headers(raw)
+    assert fast == careful

@@ -147,6 +147,7 @@
   socket.on('call_logged', () => document.dispatchEvent(new CustomEvent('callboard:call-logged')));
   socket.on('missed_changed', () => document.dispatchEvent(new CustomEvent('callboard:missed-changed')));
   socket.on('task', (t) => {
+    document.dispatchEvent(new CustomEvent('callboard:task', {detail: t}));
     const box = document.getElementById('toast');
     if (!box) return;
     box.textContent = t.text + ' — see the missed-call board';

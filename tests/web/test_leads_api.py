@@ -11,6 +11,8 @@ async def test_lead_life_through_the_api(client, conn, factory):
     first, _ = await leads_db.get_or_create_phone_lead(conn, "+79161112233", "74951234567", "Olga")
     second, _ = await leads_db.get_or_create_phone_lead(conn, "+79164445566", "74951234567")
     csrf = await login(client, "head")
+    inbox = await (await client.get("/leads")).text()
+    assert "Olga" in inbox and "+7 916 444-55-66" in inbox and 'id="leads-table"' in inbox
     listed = (await (await client.get("/api/leads", params={"status": "new", "source": "phone"})).json())["items"]
     assert {lead["id"] for lead in listed} == {first.id, second.id}
     assert (await client.get("/api/leads", params={"status": "maybe"})).status == 422

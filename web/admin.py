@@ -42,7 +42,7 @@ async def users_action(request: web.Request) -> web.Response:
                     await users_db.set_password(conn, user_id, str(form["password"]))
         except (errors.ValidationError, errors.Conflict, errors.NotFound) as exc:
             people = await users_db.list_users(conn)
-            return render(request, "users.html", status=422, people=people, roles=users_db.ROLES, error=str(exc),
+            return render(request, "users.html", http_status=422, people=people, roles=users_db.ROLES, error=str(exc),
                           pbx_status={})
     raise web.HTTPFound("/admin/users")
 
@@ -59,9 +59,9 @@ async def password_change(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         row = await conn.fetchrow(users_db.SELECT_USER_BY_LOGIN, user.login)
         if not users_db.verify_password(str(form.get("current", "")), row["password_hash"]):
-            return render(request, "password.html", status=401, error="The current password is wrong.", done=False)
+            return render(request, "password.html", http_status=401, error="The current password is wrong.", done=False)
         if len(new) < 8 or new != str(form.get("repeat", "")):
-            return render(request, "password.html", status=422, done=False,
+            return render(request, "password.html", http_status=422, done=False,
                           error="The new password needs at least 8 characters, typed twice the same.")
         await users_db.set_password(conn, user.id, new)
     return render(request, "password.html", error=None, done=True)

@@ -211,7 +211,8 @@ async def deals_page(request: web.Request) -> web.Response:
         found = await deals_db.list_deals(conn, user, request.query.get("status") or "in_progress")
         stages = await deals_db.list_stages(conn)
     columns = [(stage, [d for d in found if d.stage == stage.code]) for stage in stages]
-    return render(request, "deals.html", columns=columns, now=_now(), status=request.query.get("status") or "")
+    return render(request, "deals.html", columns=columns, now=_now(),
+                  status_filter=request.query.get("status") or "in_progress")
 
 
 async def deal_page(request: web.Request) -> web.Response:

@@ -113,8 +113,9 @@ async def inbox_page(request: web.Request) -> web.Response:
         leads = await leads_db.list_leads(conn, user, status, source, limit=200)
         managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
         notifications = await leads_db.list_notifications(conn, user)
-    return render(request, "leads.html", leads=leads, managers=managers, status=status or "", source=source or "",
-                  statuses=leads_db.STATUSES, sources=leads_db.SOURCES, notifications=notifications)
+    return render(request, "leads.html", leads=leads, managers=managers, status_filter=status or "",
+                  source=source or "", statuses=leads_db.STATUSES, sources=leads_db.SOURCES,
+                  notifications=notifications)
 
 
 async def lead_page(request: web.Request) -> web.Response:

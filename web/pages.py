@@ -25,12 +25,12 @@ KIND_BY_PATH: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
 TITLES = {"contact": ("Contacts", "Contact"), "company": ("Companies", "Company")}
 
 
-def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+def render(request: web.Request, template: str, http_status: int = 200, **context: Any) -> web.Response:
     env = request.app[keys.TEMPLATES]
     html = env.get_template(template).render(
         user=request.get(keys.USER), csrf_token=request.get(keys.CSRF) or "", path=request.path, **context
     )
-    return web.Response(text=html, status=status, content_type="text/html")
+    return web.Response(text=html, status=http_status, content_type="text/html")
 
 
 def _safe_next(target: str | None) -> str:
@@ -55,11 +55,11 @@ async def login_submit(request: web.Request) -> web.Response:
             user = await users_db.authenticate(conn, login, password, request.remote or "", now)
             token, _ = await users_db.create_session(conn, user, settings.session_secret, now)
     except errors.TooManyAttempts:
-        return render(request, "login.html", status=429, next=target,
+        return render(request, "login.html", http_status=429, next=target,
                       error="Too many failed attempts. Wait 15 minutes or ask an administrator.")
     except errors.AuthenticationFailed:
         logger.info("failed login for %r from %s", login[:64], request.remote)
-        return render(request, "login.html", status=401, next=target, error="Wrong login or password.")
+        return render(request, "login.html", http_status=401, next=target, error="Wrong login or password.")
     response = web.HTTPFound(target)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", max_age=7 * 24 * 3600,
                         secure=request.secure)
@@ -185,7 +185,7 @@ async def party_save(request: web.Request) -> web.Response:
         values = {"name": data.name, "manager_id": data.manager_id, "notes": data.notes,
                   "company_id": data.company_id, "tax_id": data.tax_id or "", "phones": data.phones,
                   "emails": data.emails}
-        return render(request, "party_form.html", status=422, kind=kind, section=request.match_info["section"],
+        return render(request, "party_form.html", http_status=422, kind=kind, section=request.match_info["section"],
                       titles=TITLES[kind], party={"id": existing_id} if existing_id else None, values=values,
                       error=str(exc), **await _form_context(request))
     raise web.HTTPFound(f"/{request.match_info['section']}/{party.id}")

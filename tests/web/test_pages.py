@@ -1,0 +1,24 @@
+"""Every page renders for the roles that use it (a template error is a 500 nobody would see otherwise)."""
+
+import pytest
+
+from crm.demo import seed_demo
+from tests.conftest import login
+
+PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=open", "/leads", "/leads?status=new",
+         "/deals", "/deals?status=won", "/contacts", "/contacts?q=495", "/companies", "/contacts/new",
+         "/companies/new", "/stock", "/stock?q=BRG", "/password"]
+
+
+@pytest.mark.parametrize("who", ["head", "manager1", "admin"])
+async def test_every_page_renders(client, conn, who):
+    await seed_demo(conn, "RU")
+    await login(client, who)
+    for path in PAGES:
+        resp = await client.get(path)
+        assert resp.status == 200, (path, await resp.text())
+    for path in ("/contacts/1", "/companies/1", "/deals/1", "/deals/1/offer"):
+        resp = await client.get(path)
+        assert resp.status in (200, 404), path
+    assert (await client.get("/mail")).status == (403 if who == "manager1" else 200)
+    assert (await client.get("/admin/users")).status == (200 if who == "admin" else 403)

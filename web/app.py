@@ -63,33 +63,49 @@ async def error_middleware(
     except errors.ValidationError as exc:
         if is_api:
             return _json_error(422, exc.message, exc.field)
-        raise web.HTTPUnprocessableEntity(text=str(exc)) from exc
+        problem: web.HTTPException = web.HTTPUnprocessableEntity(text=str(exc))
     except errors.NotFound as exc:
         if is_api:
             return _json_error(404, f"{exc} not found")
-        raise web.HTTPNotFound(text=f"{exc} not found") from exc
+        problem = web.HTTPNotFound(text=f"This {exc} does not exist, or it is not yours.")
     except errors.Forbidden as exc:
         if is_api:
             return _json_error(403, str(exc))
-        raise web.HTTPForbidden(text=str(exc)) from exc
+        problem = web.HTTPForbidden(text=str(exc))
     except errors.Conflict as exc:
         if is_api:
             return _json_error(409, str(exc))
-        raise web.HTTPConflict(text=str(exc)) from exc
+        problem = web.HTTPConflict(text=str(exc))
     except web.HTTPException as exc:
         if is_api and exc.status >= 400:
             return _json_error(exc.status, exc.reason if exc.text in (None, "", f"{exc.status}: {exc.reason}")
                                else exc.text)
-        raise
+        problem = exc
     except json.JSONDecodeError:
         if is_api:
             return _json_error(400, "the body is not valid JSON")
-        raise web.HTTPBadRequest() from None
+        problem = web.HTTPBadRequest()
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         if is_api:
             return _json_error(500, "internal error; it has been logged")
-        raise web.HTTPInternalServerError() from None
+        problem = web.HTTPInternalServerError()
+    if problem.status in _ERROR_PAGES and request.method == "GET" and not request.path.startswith(
+            ("/static/", "/recordings/", "/mail/")):
+        return _error_page(request, problem)
+    raise problem
+
+
+_ERROR_PAGES = {403: "Not allowed", 404: "Not found"}
+
+
+def _error_page(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """People get a page they can leave from, not a bare status line."""
+    from web.pages import render
+
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else (
+        "Your role does not allow this page." if exc.status == 403 else "There is nothing here, or it is not yours.")
+    return render(request, "error.html", http_status=exc.status, title=_ERROR_PAGES[exc.status], message=detail)
 
 
 def make_templates(settings: Settings) -> jinja2.Environment:

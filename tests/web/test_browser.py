@@ -140,3 +140,16 @@ async def test_lead_to_deal_to_reservation_to_printed_offer(settings, pool, conn
     await expect(offer.locator("tfoot")).to_contain_text("360900.00")
     pdf = await offer.pdf()
     assert pdf.startswith(b"%PDF")
+
+
+async def test_pages_load_without_script_errors(demo_live, browser):
+    page = await logged_in_page(browser, demo_live, "head")
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    for path in ("/home", "/calls", "/missed", "/leads", "/deals", "/deals/1", "/contacts", "/contacts/1",
+                 "/companies", "/stock", "/mail"):
+        resp = await page.goto(f"{demo_live}{path}")
+        assert resp.status == 200, path
+        await expect(page.locator("#live")).to_have_text("live", timeout=10000)
+    assert problems == []

@@ -27,3 +27,18 @@ async def test_every_page_renders(client, conn, who):
         assert "Not allowed" in await admin_page.text()  # a page to leave from, not a bare status line
     missing = await client.get("/contacts/999999")
     assert missing.status == 404 and "Back to the start page" in await missing.text()
+
+
+API_LISTS = ["/api/contacts", "/api/companies", "/api/users", "/api/calls", "/api/leads", "/api/missed",
+             "/api/deals", "/api/products", "/api/stock", "/api/tasks", "/api/openapi.json"]
+
+
+@pytest.mark.parametrize("who", ["head", "manager1"])
+async def test_every_api_list_answers_json(client, conn, who):
+    await seed_demo(conn, "RU")
+    await login(client, who)
+    for path in API_LISTS:
+        resp = await client.get(path)
+        assert resp.status == 200, (path, await resp.text())
+        assert resp.content_type == "application/json"
+    assert (await client.get("/api/pbx")).status == (200 if who == "head" else 403)

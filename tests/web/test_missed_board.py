@@ -104,3 +104,29 @@ async def test_a_missed_call_appears_on_the_heads_board_without_reload(live):
         await expect(page.locator("#figures")).to_contain_text("1missed today")
         assert await page.evaluate("window.__notReloaded === true")
         await browser.close()
+
+
+async def test_board_forms_assign_and_resolve(client, conn, factory):
+    from datetime import UTC, datetime
+
+    from crm.calls import save_call
+    from tests.conftest import login
+    from tests.web.test_calls import record
+
+    await factory.user("head", role="head")
+    manager = await factory.user("manager1", extension="101")
+    missed = record("m1", "+79160000777", outcome="missed", answered_by=None,
+                    started=datetime.now(UTC).timestamp() - 60)
+    await save_call(conn, missed)
+    row_id = await conn.fetchval("SELECT id FROM missed_callers")
+    csrf = await login(client, "head")
+    resp = await client.post(f"/missed/{row_id}/assign", allow_redirects=False,
+                             data={"csrf_token": csrf, "manager_id": str(manager.id)})
+    assert resp.status == 302
+    assert await conn.fetchval("SELECT assignee_id FROM tasks WHERE missed_caller_id = $1", row_id) == manager.id
+    resp = await client.post(f"/missed/{row_id}/resolve", allow_redirects=False,
+                             data={"csrf_token": csrf, "reason": "wrong_number"})
+    assert resp.status == 302
+    assert tuple(await conn.fetchrow("SELECT state, resolution FROM missed_callers")) == ("resolved", "wrong_number")
+    board = await (await client.get("/missed")).text()
+    assert "wrong number" in board

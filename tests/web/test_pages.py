@@ -17,7 +17,7 @@ async def test_every_page_renders(client, conn, who):
     for path in PAGES:
         resp = await client.get(path)
         assert resp.status == 200, (path, await resp.text())
-    for path in ("/contacts/1", "/companies/1", "/deals/1", "/deals/1/offer"):
+    for path in ("/contacts/1", "/companies/1", "/contacts/1/edit", "/companies/1/edit", "/deals/1", "/deals/1/offer"):
         resp = await client.get(path)
         assert resp.status in (200, 404), path
     assert (await client.get("/mail")).status == (403 if who == "manager1" else 200)

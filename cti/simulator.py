@@ -388,7 +388,8 @@ class AmiSimulator:
             writer.transport.abort()
         self.clients.clear()
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
+        """Run a coroutine that stops with the simulator."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -473,7 +474,7 @@ class AmiSimulator:
             self._send(writer, text)
 
     def play(self, steps: list[Step]) -> asyncio.Task:
-        return self._spawn(self._play(steps))
+        return self.spawn(self._play(steps))
 
     async def _play(self, steps: list[Step]) -> None:
         for step in steps:

@@ -51,7 +51,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     if simulator is not None:
         callers = [phone.lstrip("+").replace(" ", "").replace("-", "") for _, _, _, contacts, _ in DEMO_COMPANIES
                    for _, phones, _ in contacts for phone in phones if "доб" not in phone]
-        load = simulator._spawn(simulator.run_load("mix", DEMO_CALLS_PER_SECOND, callers))
+        load = simulator.spawn(simulator.run_load("mix", DEMO_CALLS_PER_SECOND, callers))
     try:
         yield
     finally:

@@ -155,4 +155,16 @@
     setTimeout(() => { box.className = ''; }, 8000);
   });
   window.callboardSocket = socket;
+
+  // Lists that follow live events re-fetch their own page and swap the named parts in place
+  // (same filters, scroll position kept), never reloading the page.
+  window.callboardRefresh = async (selectors) => {
+    const resp = await fetch(location.href, {credentials: 'same-origin'});
+    if (!resp.ok) return;
+    const fresh = new DOMParser().parseFromString(await resp.text(), 'text/html');
+    for (const selector of selectors) {
+      const next = fresh.querySelector(selector), current = document.querySelector(selector);
+      if (next && current) current.replaceWith(next);
+    }
+  };
 })();

@@ -16,6 +16,9 @@ from datetime import datetime
 logger = logging.getLogger(__name__)
 
 EOM = "\r\n\r\n"
+# Made by FrameSplitter when it reads a banner, so the call model knows a new AMI session began
+# (a FullyBooted alone may also come from a module reload on a live session).
+SESSION_EVENT = "CallboardSessionStarted"
 BANNER_PREFIX = "Asterisk Call Manager/"
 # A message larger than this is not AMI: drop the buffer rather than grow without bound.
 MAX_MESSAGE_CHARS = 256 * 1024
@@ -36,21 +39,33 @@ class FrameSplitter:
 
     def feed(self, data: bytes) -> list[str]:
         text = self._buffer + self._decoder.decode(data)
-        if text.startswith(BANNER_PREFIX):
-            line_end = text.find("\r\n")
-            if line_end == -1:
-                self._buffer = text
-                return []
-            # The banner is one line with no blank line after it; a new banner means a new session.
-            self.banner = text[:line_end]
-            text = text[line_end + 2:]
+        if text.startswith(BANNER_PREFIX) and text.find("\r\n") == -1:
+            self._buffer = text  # wait for the whole banner line
+            return []
         messages = text.split(EOM)
         self._buffer = messages.pop()
+        if self._buffer.startswith(BANNER_PREFIX) and "\r\n" in self._buffer:
+            # The banner line ends with no blank line after it; what follows it is the next message.
+            line_end = self._buffer.find("\r\n")
+            messages.append(self._buffer[:line_end])
+            self._buffer = self._buffer[line_end + 2:]
         if len(self._buffer) > MAX_MESSAGE_CHARS:
             logger.error("AMI message over %d characters without an end; dropped", MAX_MESSAGE_CHARS)
             self.dropped_oversize += 1
             self._buffer = ""
-        return [m for m in messages if m]
+        out = []
+        for message in messages:
+            if message.startswith("\r\n"):
+                message = message.lstrip("\r\n")  # stray blank lines between messages are not messages
+            if message.startswith(BANNER_PREFIX):
+                # The banner is one line with no blank line after it; a new banner means a new session.
+                line_end = message.find("\r\n")
+                self.banner = message if line_end == -1 else message[:line_end]
+                out.append(f"Event: {SESSION_EVENT}\r\nBanner: {self.banner}")
+                message = "" if line_end == -1 else message[line_end + 2:]
+            if message.strip():
+                out.append(message)
+        return out
 
     def reset(self) -> None:
         self.__init__()
@@ -100,8 +115,15 @@ class AmiEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionStarted(AmiEvent):
+    """A new AMI connection began: its banner was read (synthetic: made by FrameSplitter)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Booted(AmiEvent):
-    """FullyBooted: a new AMI session began (login or reconnect)."""
+    """FullyBooted: sent after login, and again by a module reload on a live session."""
+
+    uptime: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +239,36 @@ class LocalOptimized(AmiEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class LocalBridged(AmiEvent):
+    """LocalBridge: the two halves of a Local channel pair were created and joined."""
+
+    local_one: ChannelInfo | None
+    local_two: ChannelInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointListed(AmiEvent):
+    """EndpointList (PJSIPShowEndpoints) or PeerEntry (SIPpeers): whether an endpoint is a trunk.
+
+    `trunk` is True for an endpoint that authenticates outwards (OutboundAuths) or a chan_sip peer with
+    a fixed host, False for one that phones register to, None when the entry does not say.
+    """
+
+    tech: str
+    name: str
+    trunk: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMemberListed(AmiEvent):
+    """QueueMember / QueueMemberAdded / QueueMemberStatus: a queue member is a person's device."""
+
+    queue: str
+    interface: str
+    state_interface: str
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingStarted(AmiEvent):
     channel: ChannelInfo
     filename: str | None
@@ -229,6 +281,8 @@ class OriginateResult(AmiEvent):
     uniqueid: str | None
     success: bool
     reason: str
+    exten: str = ""
+    context: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +457,42 @@ def _local_optimized(h, ts):
     return LocalOptimized(ts, _channel(h, "LocalOne"), _channel(h, "LocalTwo"))
 
 
+def _local_bridge(h, ts):
+    return LocalBridged(ts, _channel(h, "LocalOne"), _channel(h, "LocalTwo"))
+
+
+def _endpoint_list(h, ts):
+    name = h.get("ObjectName", "")
+    if not name:
+        return None
+    # A PJSIP endpoint with OutboundAuths registers to (authenticates with) someone else: a trunk.
+    outbound, inbound = h.get("OutboundAuths", "").strip(), h.get("Auths", "").strip()
+    trunk = True if outbound else (False if inbound else None)
+    return EndpointListed(ts, "PJSIP", name, trunk)
+
+
+def _peer_entry(h, ts):
+    name = h.get("ObjectName", "")
+    if not name:
+        return None
+    # chan_sip: phones register (host=dynamic); a peer with a fixed host is a trunk or a gateway.
+    dynamic = h.get("Dynamic", "").lower()
+    trunk = False if dynamic == "yes" else (True if dynamic == "no" else None)
+    return EndpointListed(ts, h.get("Channeltype", "SIP") or "SIP", name, trunk)
+
+
+def _queue_member(h, ts):
+    interface = h.get("Interface") or h.get("Location") or ""
+    if not interface:
+        return None
+    return QueueMemberListed(ts, h.get("Queue", ""), interface, h.get("StateInterface", ""))
+
+
+def _booted(h, ts):
+    uptime = _int(h.get("Uptime"), -1)
+    return Booted(ts, uptime if uptime >= 0 else None)
+
+
 def _mixmonitor(h, ts):
     channel = _channel(h)
     return RecordingStarted(ts, channel, None) if channel else None
@@ -420,7 +510,8 @@ def _originate(h, ts):
     uniqueid = h.get("Uniqueid")
     return OriginateResult(ts, h.get("ActionID", ""), h.get("Channel", ""),
                            uniqueid if uniqueid and uniqueid != "<null>" else None,
-                           h.get("Response", "").lower() == "success", h.get("Reason", ""))
+                           h.get("Response", "").lower() == "success", h.get("Reason", ""),
+                           h.get("Exten", ""), h.get("Context", ""))
 
 
 def _device_state(h, ts):
@@ -483,12 +574,18 @@ CONVERTERS: dict[str, Converter] = {
     "BlindTransfer": _blind_transfer,
     "AttendedTransfer": _attended_transfer,
     "LocalOptimizationEnd": _local_optimized,
+    "LocalBridge": _local_bridge,
+    "EndpointList": _endpoint_list,
+    "PeerEntry": _peer_entry,
+    "QueueMember": _queue_member,
+    "QueueMemberAdded": _queue_member,
     "MixMonitorStart": _mixmonitor,
     "VarSet": _varset,
     "OriginateResponse": _originate,
     "DeviceStateChange": _device_state,
     "ExtensionStatus": _extension_status,
-    "FullyBooted": lambda h, ts: Booted(ts),
+    "FullyBooted": _booted,
+    SESSION_EVENT: lambda h, ts: SessionStarted(ts),
     "SuccessfulAuth": lambda h, ts: ClockTick(ts),
     "CoreShowChannel": _core_show_channel,
     "CoreShowChannelsComplete": lambda h, ts: ChannelListComplete(ts),

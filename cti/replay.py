@@ -33,9 +33,22 @@ def replay_stream(chunks: Iterable[bytes], tracker: CallTracker, errors: list[st
 
 
 def _read_chunks(path: Path, size: int = 65536) -> Iterable[bytes]:
+    """The file's bytes with every line ending made CRLF (a saved log often has LF alone)."""
     with path.open("rb") as stream:
+        carry = b""
         while chunk := stream.read(size):
-            yield chunk
+            chunk = carry + chunk
+            # A CR at the end may be the first half of a CRLF split across two reads.
+            carry = b"\r" if chunk.endswith(b"\r") else b""
+            if carry:
+                chunk = chunk[:-1]
+            yield crlf(chunk)
+        if carry:
+            yield b"\r\n"
+
+
+def crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def replay_files(paths: list[Path], as_json: bool, pbx: str, out: TextIO, err: TextIO,
@@ -48,15 +61,23 @@ def replay_files(paths: list[Path], as_json: bool, pbx: str, out: TextIO, err: T
     errors: list[str] = []
     records: list[CallRecord] = []
     for path in paths:
+        before = len(errors)
+        counter = _Counter()
         try:
-            records += replay_stream(_read_chunks(path), tracker, errors)
+            records += replay_stream(counter.count(_read_chunks(path)), tracker, errors)
         except OSError as exc:
             print(f"replay: cannot read {path}: {exc.strerror}", file=err)
             return 2
+        if not counter.messages:
+            errors.insert(before, f"{path}: no AMI message found (is it an AMI capture?)")
     for message in errors:
         print(f"replay: {message}", file=err)
-    for call in tracker.live_calls:
-        print(f"replay: call {call.call_id} was still in progress at the end of the input", file=err)
+    in_progress = tracker.in_progress()
+    for record in in_progress:
+        print(f"replay: call {record.call_id} was still in progress at the end of the input", file=err)
+    records += in_progress
+    if not records and any("no AMI message" in message for message in errors):
+        return 1
     if as_json:
         for record in records:
             body = record.to_json()
@@ -65,6 +86,18 @@ def replay_files(paths: list[Path], as_json: bool, pbx: str, out: TextIO, err: T
     else:
         out.write(format_table(records))
     return 0
+
+
+class _Counter:
+    """Counts the AMI messages (Event: / Response: lines) that go by, to tell a capture from another file."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    def count(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
+        for chunk in chunks:
+            self.messages += chunk.count(b"Event: ") + chunk.count(b"Response: ")
+            yield chunk
 
 
 def format_table(records: list[CallRecord]) -> str:

@@ -89,11 +89,14 @@ def test_attended_transfer_through_local_channels_stays_one_call():
     a102 = pbx.chan("102", trunk.linkedid, name="Agent 102")
     pbx.emit("Newchannel", a102).emit("DialBegin", two, a102, DialString="PJSIP/102").state(a102, 5)
     pbx.tick(3).state(a102, 6).emit("DialEnd", two, a102, DialStatus="ANSWER")
+    pbx.emit("BridgeEnter", a102, BridgeUniqueid="b2").emit("BridgeEnter", two, BridgeUniqueid="b2")
     pbx.tick(5)
     pbx.emit("AttendedTransfer", None, prefixes={"OrigTransferer": a101, "SecondTransferer": a101,
                                                  "Transferee": trunk, "TransferTarget": one},
              Result="Success", DestType="Link")
+    pbx.emit("BridgeLeave", a101, BridgeUniqueid="b1").emit("BridgeEnter", one, BridgeUniqueid="b1")
     pbx.hangup(a101, 16).emit("LocalOptimizationEnd", None, prefixes={"LocalOne": one, "LocalTwo": two})
+    pbx.emit("BridgeEnter", a102, BridgeUniqueid="b1", SwapUniqueid=one.uniqueid)
     pbx.hangup(one, 16).hangup(two, 16)
     pbx.tick(20).hangup(trunk, 16, far_end=True).hangup(a102, 16)
     (call,), _ = pbx.run()
@@ -136,7 +139,8 @@ def test_internal_call_answered():
     pbx.emit("Newchannel", a101)
     a102 = pbx.chan("102", a101.linkedid, name="Agent 102")
     pbx.emit("Newchannel", a102).emit("DialBegin", a101, a102, DialString="PJSIP/102").state(a102, 5)
-    pbx.tick(3).state(a102, 6).emit("DialEnd", a101, a102, DialStatus="ANSWER").tick(7)
+    pbx.tick(3).state(a102, 6).emit("DialEnd", a101, a102, DialStatus="ANSWER").state(a101, 6)
+    pbx.emit("BridgeEnter", a102, BridgeUniqueid="b9").emit("BridgeEnter", a101, BridgeUniqueid="b9").tick(7)
     pbx.hangup(a102, 16, far_end=True).hangup(a101, 16)
     (call,), _ = pbx.run()
     assert (call.direction, call.caller, call.callee, call.outcome, call.answered_by) == (
@@ -265,6 +269,7 @@ def test_atxfer_whose_local_channels_have_their_own_linkedid_is_still_one_call()
     pbx.emit("AttendedTransfer", None, prefixes={"OrigTransferer": a101, "SecondTransferer": a101,
                                                  "Transferee": trunk, "TransferTarget": one},
              Result="Success", DestType="Link")
+    pbx.emit("BridgeLeave", a101, BridgeUniqueid="b1").emit("BridgeEnter", a102, BridgeUniqueid="b1")
     pbx.hangup(a101, 16).hangup(one, 16).hangup(two, 16)
     pbx.tick(20).hangup(trunk, 16, far_end=True).hangup(a102, 16)
     calls, _ = pbx.run()

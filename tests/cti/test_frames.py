@@ -31,7 +31,10 @@ def test_banner_and_login_response_are_not_events():
     splitter = ev.FrameSplitter()
     raws = splitter.feed(b"Asterisk Call Manager/11.0.0\r\nResponse: Success\r\nActionID: 1\r\n\r\n" + VALID)
     assert splitter.banner == "Asterisk Call Manager/11.0.0"
-    assert raws[0].startswith("Response: Success")
+    # The banner becomes a synthetic session event (a new AMI session began), then the login response.
+    assert raws[0].startswith(f"Event: {ev.SESSION_EVENT}\r\n")
+    assert type(ev.parse_event(raws[0])).__name__ == "SessionStarted"
+    assert raws[1].startswith("Response: Success")
     assert [type(e).__name__ for e in _events([VALID])] == ["ChannelHungUp"]
 
 

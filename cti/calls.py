@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -26,7 +26,10 @@ FAILURE_CAUSES = frozenset({27, 34, 38, 41, 42, 44, 47, 58, 66, 88, 102, 111})
 # Without HangupRequest events, these causes on the caller's leg mean the caller cleared the call.
 # 127 is how chan_pjsip reports a caller's CANCEL ('Interworking, unspecified'), not 16 or 487.
 CALLER_CLEARED_CAUSES = frozenset({16, 127, 487})
+# The caller's own Dial ended without an answer because the phones did (not because the caller left).
+RANG_OUT = frozenset({"NOANSWER", "BUSY", "CHANUNAVAIL", "CONGESTION"})
 FINISHED_MEMORY = 50_000
+AMENDABLE_MEMORY = 1_000
 SWEEP_EVERY = 60.0
 # After the caller's hang-up, how long other legs may go on (a conference, say) before their lost
 # Hangup events are given up on.
@@ -225,6 +228,7 @@ class Call:
     answered_by: str | None = None
     answer_estimated: bool = False
     pending_answerer: str | None = None
+    fallback_answer: tuple[str, float] | None = None
     recording: str | None = None
     transfers: list[Transfer] = field(default_factory=list)
     transfer_keys: set[tuple] = field(default_factory=set)
@@ -247,12 +251,15 @@ class CallTracker:
         self._merged: dict[str, str] = {}  # consultation call id → the customer call it joined
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._finished_legs: OrderedDict[str, None] = OrderedDict()
+        self._amendable: OrderedDict[str, CallRecord] = OrderedDict()
         self._agent_states: dict[str, str] = {}
         self._devices: dict[str, str] = {}
         self.set_devices(dict(self.rules.devices))
         self._trunks: set[str] = {t.lower() for t in self.rules.trunk_endpoints}
         self._phones: set[str] = set()  # 'SIP/150010001': endpoints the PBX or a queue says are phones
         self._learned_extensions: dict[str, str] = {}  # 'SIP/150010001' → '201', from the stream itself
+        self._bridge_events_seen = False
+        self._bridgeless_calls = 0
         self._session_open = False
         self._booted = False
         self._uptime: int | None = None
@@ -538,7 +545,9 @@ class CallTracker:
         origin = self.legs.get(self._origin_uid(call))
         if origin is None or origin.ended is not None or origin.kind == "local":
             return []
-        parties = self._connected_parties(origin)
+        return self._connect(call, origin, self._connected_parties(origin), ts)
+
+    def _connect(self, call: Call, origin: Leg, parties: list[Leg], ts: float) -> list:
         if not parties:
             return []
         out: list = []
@@ -570,6 +579,7 @@ class CallTracker:
 
     def _on_bridge_entered(self, event: ev.BridgeEntered) -> list:
         ts = self._ts(event)
+        self._bridge_events_seen = True
         leg, out = self._ensure_leg(event.channel, ts)
         if leg is None or not event.bridge_id:
             return out
@@ -638,6 +648,8 @@ class CallTracker:
             # A pickup: the picker's own channel (its own Linkedid) is dialled into this call.
             self._move_leg(dest_leg, call)
         dest_leg.dialled_by = dest_leg.dialled_by or caller_leg.uniqueid
+        if caller_leg.uniqueid in (call.first_leg, self._origin_uid(call)):
+            call.caller_dial_status = None  # dialling again: the last result no longer decides
         if call.queue_abandoned_at is not None:
             call.dial_after_abandon = True
         number = self._trunk_number(event.dial_string, dest_leg)
@@ -713,6 +725,16 @@ class CallTracker:
                 leg.answered = ts
             if leg.kind == "agent" and event.caller is not None and call.answered_at is None:
                 call.pending_answerer = leg.uniqueid  # the bridge follows; other phones stop ringing now
+            origin = self.legs.get(self._origin_uid(call))
+            if not self._bridge_events_seen and event.caller is not None and origin is not None \
+                    and event.caller.uniqueid == origin.uniqueid and leg.kind in ("agent", "trunk"):
+                # A stream without Bridge events (an AMI user whose eventfilter drops them): the caller's
+                # own Dial answered is the best evidence left that they talk. Until such a stream is
+                # recognised (a call ended with no bridge seen), it waits for a bridge that may come.
+                if call.fallback_answer is None:
+                    call.fallback_answer = (leg.uniqueid, ts)
+                if self._bridgeless_calls:
+                    return self._connect(call, origin, [leg], ts)
             return []
         # Ringall queues report CANCEL twice for the same channel; the first result stays.
         if leg.kind != "local":
@@ -758,6 +780,12 @@ class CallTracker:
     def _maybe_finish(self, call: Call) -> list:
         if not all(self.legs[u].ended is not None for u in call.legs if u in self.legs):
             return []
+        if call.answered_at is None and call.fallback_answer is not None and not self._bridge_events_seen:
+            self._bridgeless_calls += 1
+            uniqueid, ts = call.fallback_answer
+            origin, party = self.legs.get(self._origin_uid(call)), self.legs.get(uniqueid)
+            if origin is not None and party is not None:
+                self._connect(call, origin, [party], ts)
         origin = self.legs.get(self._origin_uid(call))
         if call.originated and call.answered_at is None and call.originate_number is None \
                 and call.awaiting_originate is None and (origin is None or origin.answered is None):
@@ -1077,9 +1105,9 @@ class CallTracker:
             if event.application == "Queue" and event.application_data:
                 call.queue = call.queue or event.application_data.split(",")[0]
         if event.channel.state == UP and leg.answered is None:
-            # Answered while we were away: the moment is unknown (the CDR may tell later). A leg we knew
-            # was still ringing at the last event before the drop; one we meet now, at its creation.
-            leg.answered = self._last_seen(call) if known else created
+            # Answered while we were away: the moment is unknown (the Cdr may tell later). A leg we knew
+            # counts from the resync (talk time a lower bound); one we meet now, from its creation.
+            leg.answered = ts if known else created
             call.answer_estimated = call.answered_at is None
         if event.bridge_id:
             self._join_bridge(leg, event.bridge_id)
@@ -1097,10 +1125,6 @@ class CallTracker:
                 call.answered_at = answered_leg or call.answered_at
                 call.answer_estimated = True
         return out
-
-    def _last_seen(self, call: Call) -> float:
-        legs = [self.legs[u] for u in call.legs if u in self.legs]
-        return max(max(leg.created, leg.answered or 0.0, leg.ended or 0.0) for leg in legs)
 
     def _on_list_complete(self, event: ev.ChannelListComplete) -> list:
         """Legs not listed ended while we were away; calls with nothing left are closed now."""
@@ -1125,24 +1149,47 @@ class CallTracker:
         """cdr_manager fills what a reconnect lost: start, answer and agents tried."""
         leg = self.legs.get(event.uniqueid)
         call = self.calls.get(leg.call_id) if leg else None
-        if call is None or not (call.recovered or call.answer_estimated):
+        if call is None:
+            return self._amend(event)
+        if not (call.recovered or call.answer_estimated):
             return []
         if event.start is not None and call.recovered:
             call.started = min(call.started, event.start)
-        tech, endpoint = channel_endpoint(event.dest_channel) if event.dest_channel else ("", "")
-        extension = None
-        if tech and tech != "Local":
-            key = _device_key(f"{tech}/{endpoint}")
-            extension = self._devices.get(key) or self._devices.get(endpoint)
-            if extension is None and key not in self._trunks:
-                match = _EXTENSION_PREFIX.match(endpoint)
-                extension = match.group(1) if match else self._learned_extensions.get(key, endpoint)
+        extension = self._cdr_extension(event)
         if extension and extension not in call.cdr_agents:
             call.cdr_agents.append(extension)
         if event.disposition == "ANSWERED" and event.answer is not None and extension:
             if call.answered_at is None or call.answer_estimated:
                 call.answered_at, call.answered_by, call.answer_estimated = event.answer, extension, False
         return []
+
+    def _cdr_extension(self, event: ev.CdrRecord) -> str | None:
+        tech, endpoint = channel_endpoint(event.dest_channel) if event.dest_channel else ("", "")
+        if not tech or tech == "Local":
+            return None
+        key = _device_key(f"{tech}/{endpoint}")
+        extension = self._devices.get(key) or self._devices.get(endpoint)
+        if extension is None and key not in self._trunks:
+            match = _EXTENSION_PREFIX.match(endpoint)
+            extension = match.group(1) if match else self._learned_extensions.get(key, endpoint)
+        return extension
+
+    def _amend(self, event: ev.CdrRecord) -> list:
+        """The Cdr of a call already written with a guessed answer (it came after the last Hangup):
+        the call is written again with the PBX's own answer time; the writer upserts it."""
+        record = self._amendable.get(event.uniqueid)
+        extension = self._cdr_extension(event)
+        if record is None or event.disposition != "ANSWERED" or event.answer is None or not extension:
+            return []
+        del self._amendable[event.uniqueid]
+        ended = record.ended_at or event.answer
+        talk = _seconds(ended - event.answer)
+        answered_by = record.answered_by if record.outcome == "answered" and record.answered_by else extension
+        amended = replace(
+            record, answered_at=event.answer, outcome="answered", reason="answered", answered_by=answered_by,
+            ring_seconds=_seconds(event.answer - record.started_at), talk_seconds=talk,
+            talk_by_agent=((answered_by, talk),) if len(record.talk_by_agent) <= 1 else record.talk_by_agent)
+        return [CallEnded(self.pbx, record.call_id, ended, amended)]
 
     # ------------------------------------------------------------ the end of a call
 
@@ -1234,6 +1281,11 @@ class CallTracker:
             originated=call.originated,
         )
         self._forget(call)
+        if call.answer_estimated or (call.recovered and outcome in ("answered", "unknown")):
+            # A Cdr may still come (cdr_manager posts it after the hang-up) and tell the real answer.
+            self._amendable[call.first_leg] = record
+            if len(self._amendable) > AMENDABLE_MEMORY:
+                self._amendable.popitem(last=False)
         return CallEnded(self.pbx, call.call_id, ended, record)
 
     def _forget(self, call: Call) -> None:
@@ -1279,16 +1331,20 @@ class CallTracker:
     def _caller_cleared(self, call: Call, origin: Leg) -> bool:
         """Did the caller hang up first? Asterisk 12+ says so with HangupRequest (the far end) versus
         SoftHangupRequest (dialplan, application, AMI); older streams leave the dial status and causes."""
+        if call.caller_dial_status in RANG_OUT:
+            # The phones rang out (or were busy) before the caller left: the call was missed, even if the
+            # caller hung up later in voicemail or a message.
+            return False
+        if call.queue_abandoned_at is not None:
+            # Asterisk sends QueueCallerAbandon both when the caller hangs up and when Queue() times out;
+            # only a caller's hang-up that follows at once, with no dialling after it, is the caller's doing.
+            if origin.hangup_by == "pbx" or call.dial_after_abandon or origin.ended is None:
+                return False
+            return origin.ended - call.queue_abandoned_at <= 2.0
         if origin.hangup_by is not None:
             return origin.hangup_by == "far_end"
-        if call.queue_abandoned_at is not None and not call.dial_after_abandon and origin.ended is not None \
-                and origin.ended - call.queue_abandoned_at <= 2.0:
-            return True
-        status = call.caller_dial_status
-        if status == "CANCEL" and not call.queue:
+        if call.caller_dial_status == "CANCEL":
             return True  # the caller's own Dial was cancelled: the caller hung up while it rang
-        if status in ("NOANSWER", "BUSY", "CHANUNAVAIL", "CONGESTION", "CANCEL"):
-            return False  # the dial ran out (or a queue stopped it); the PBX ended the call after
         return origin.cause in CALLER_CLEARED_CAUSES
 
     @staticmethod

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import asyncpg
 
 from crm.errors import Conflict, NotFound, ValidationError
+
+logger = logging.getLogger(__name__)
 
 # Migration 0008 notifies here (payload 'device:<name>' or 'user:<id>') whenever list_device_map may answer
 # differently; a listener may simply reload the whole map, which is small.
@@ -139,3 +143,32 @@ async def set_devices(conn: asyncpg.Connection, user_id: int, devices: Sequence[
     if devices:
         await _insert(conn, user_id, devices)
     return tuple(await list_devices(conn, user_id))
+
+
+async def watch_device_map(pool: asyncpg.Pool, on_change: Callable[[dict[str, str]], None],
+                           retry_seconds: float = 5.0) -> None:
+    """Call `on_change` with the whole device map at start and after every change (LISTEN on CHANNEL; a burst
+    of changes gives one reload); runs until cancelled, reloading after a lost connection."""
+    changed = asyncio.Event()
+
+    def notified(*_: object) -> None:
+        changed.set()
+
+    while True:
+        try:
+            async with pool.acquire() as listener:
+                listener.add_termination_listener(notified)
+                await listener.add_listener(CHANNEL, notified)
+                try:
+                    while True:
+                        # Listening before loading: a change during the load triggers another load.
+                        changed.clear()
+                        on_change(await list_device_map(listener))
+                        await changed.wait()
+                finally:
+                    listener.remove_termination_listener(notified)
+                    if not listener.is_closed():
+                        await listener.remove_listener(CHANNEL, notified)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            logger.warning("device map: %s; reloading in %.0f s", exc, retry_seconds)
+            await asyncio.sleep(retry_seconds)

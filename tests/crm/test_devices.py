@@ -160,3 +160,25 @@ async def test_device_changes_are_notified(pool, conn, factory):
         await asyncio.sleep(0.1)
         assert received == ["device:SIP/150010001", f"user:{user.id}", "device:SIP/150010001"]
         await listener.remove_listener(devices.CHANNEL, notified)
+
+
+async def test_the_device_map_is_kept_current_without_polling(pool, conn, factory):
+    user = await factory.user("ivanov", extension="101")
+    await devices.add_device(conn, user.id, "SIP/150010001")
+    maps: list[dict[str, str]] = []
+    watcher = asyncio.create_task(devices.watch_device_map(pool, maps.append, retry_seconds=0.1))
+    try:
+        await eventually(lambda: maps == [{"SIP/150010001": "101"}])
+        await devices.add_device(conn, user.id, "PJSIP/acc7001")
+        await eventually(lambda: maps[-1] == {"SIP/150010001": "101", "PJSIP/acc7001": "101"})
+        await users.update_user(conn, user.id, "manager", "105", "Ivan", True)
+        await eventually(lambda: maps[-1] == {"SIP/150010001": "105", "PJSIP/acc7001": "105"})
+        # The listener's connection dies: the map is reloaded on a new one, changes keep coming.
+        seen = len(maps)
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        await devices.remove_device(conn, user.id, "SIP/150010001")
+        await eventually(lambda: len(maps) > seen and maps[-1] == {"PJSIP/acc7001": "105"}, timeout=10)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)

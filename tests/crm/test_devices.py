@@ -36,6 +36,12 @@ def test_junk_is_refused_with_a_message_that_says_how(junk):
     assert len(caught.value.message) < 200
 
 
+def test_plumbing_is_named_as_such():
+    with pytest.raises(ValidationError) as caught:
+        devices.normalise_device("Local/201@from-queue/n;1")
+    assert caught.value.message.startswith("'Local/201@from-queue/n;1' is not a phone: Local is not one of DAHDI,")
+
+
 def test_device_of_a_channel_and_plumbing():
     channels = {
         "SIP/150010002-00000042": "SIP/150010002",

@@ -1,4 +1,4 @@
-"""Callboard's command line: serve (optionally --demo), migrate, user add, replay, simulate."""
+"""Callboard's command line: serve (optionally --demo), migrate, user add, user device, replay, simulate."""
 
 from __future__ import annotations
 
@@ -40,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", required=True, choices=["manager", "head", "admin"])
     add.add_argument("--extension", help="SIP extension, e.g. 101")
     add.add_argument("--name", required=True, help="display name")
+    add.add_argument("--device", action="append", default=[], metavar="DEVICE",
+                     help="a phone of this user as Asterisk names it, e.g. SIP/150010001 or PJSIP/acc7001 "
+                          "(repeat for several)")
+    device = user_commands.add_parser("device", help="list, add or remove a user's devices (their phones)")
+    device_commands = device.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+    for name, text in (("add", "give a user devices"), ("remove", "take devices from a user")):
+        change = device_commands.add_parser(name, help=text)
+        change.add_argument("--login", required=True)
+        change.add_argument("devices", nargs="+", metavar="DEVICE", help="e.g. SIP/150010001 or PJSIP/acc7001")
+    listing = device_commands.add_parser("list", help="every device with its user (or one user's)")
+    listing.add_argument("--login")
 
     replay = commands.add_parser("replay", help="feed raw AMI captures through the call model and print the calls")
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -100,11 +111,41 @@ async def add_user(settings: Settings, args: argparse.Namespace) -> int:
     async with open_database(settings.database_url, settings.data_dir) as pool:
         async with pool.acquire() as conn:
             try:
-                user = await users.create_user(conn, args.login, password, args.role, args.extension, args.name)
+                user = await users.create_user(conn, args.login, password, args.role, args.extension, args.name,
+                                               devices=args.device)
             except (errors.ValidationError, errors.Conflict) as exc:
                 print(f"Cannot add user: {exc}", file=sys.stderr)
                 return 1
-    print(f"User {user.login} ({user.role}) added with id {user.id}.")
+    devices = f", devices {', '.join(user.devices)}" if user.devices else ""
+    print(f"User {user.login} ({user.role}) added with id {user.id}{devices}.")
+    return 0
+
+
+async def user_devices(settings: Settings, args: argparse.Namespace) -> int:
+    from crm import devices, errors, users
+    from crm.db import open_database
+
+    async with open_database(settings.database_url, settings.data_dir, announce=lambda text: None) as pool:
+        async with pool.acquire() as conn:
+            people = [u for u in await users.list_users(conn) if args.login in (None, u.login)]
+            if args.login and not people:
+                print(f"No user with login {args.login!r}.", file=sys.stderr)
+                return 1
+            try:
+                async with conn.transaction():  # all the devices named, or none
+                    for device in getattr(args, "devices", []):
+                        if args.device_command == "add":
+                            await devices.add_device(conn, people[0].id, device)
+                        elif not await devices.remove_device(conn, people[0].id, device):
+                            print(f"{args.login} had no device {devices.normalise_device(device)}.",
+                                  file=sys.stderr)
+            except (errors.ValidationError, errors.Conflict) as exc:
+                print(f"Cannot {args.device_command} device: {exc}", file=sys.stderr)
+                return 1
+            for user in await users.list_users(conn):
+                if args.login in (None, user.login):
+                    for device in user.devices:
+                        print(f"{device}\t{user.login}\t{user.extension or '-'}")
     return 0
 
 
@@ -163,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return asyncio.run(migrate(settings))
     if args.command == "user":
-        return asyncio.run(add_user(settings, args))
+        return asyncio.run(add_user(settings, args) if args.user_command == "add" else user_devices(settings, args))
     if args.command == "rebuild":
         return asyncio.run(rebuild_call(settings, args))
     return asyncio.run(serve(settings))

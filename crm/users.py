@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import asyncpg
 
+from crm import devices as devices_db
 from crm.errors import AuthenticationFailed, Conflict, NotFound, TooManyAttempts, ValidationError
 
 ROLES = ("manager", "head", "admin")
@@ -28,6 +30,8 @@ class User:
     extension: str | None
     display_name: str
     active: bool
+    version: int = 1  # bumped by every change; an edit based on an older version is refused
+    devices: tuple[str, ...] = ()  # normalised device names (crm.devices), sorted
 
     @property
     def sees_everything(self) -> bool:
@@ -40,7 +44,8 @@ class Session:
     csrf_token: str
 
 
-USER_COLUMNS = "u.id, u.login, u.role, u.extension, u.display_name, u.active"
+USER_COLUMNS = """u.id, u.login, u.role, u.extension, u.display_name, u.active, u.version,
+ARRAY(SELECT d.device FROM user_devices d WHERE d.user_id = u.id ORDER BY d.device) AS devices"""
 SELECT_USER = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
 SELECT_USER_BY_LOGIN = f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.login = $1"
 SELECT_USER_BY_EXTENSION = f"SELECT {USER_COLUMNS} FROM users u WHERE u.extension = $1"
@@ -50,8 +55,9 @@ INSERT_USER = f"""
 INSERT INTO users AS u (login, password_hash, role, extension, display_name)
 VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}
 """
+LOCK_USER = "SELECT login, version FROM users WHERE id = $1 FOR UPDATE"
 UPDATE_USER = f"""
-UPDATE users AS u SET role = $2, extension = $3, display_name = $4, active = $5
+UPDATE users AS u SET role = $2, extension = $3, display_name = $4, active = $5, version = u.version + 1
 WHERE u.id = $1 RETURNING {USER_COLUMNS}
 """
 UPDATE_PASSWORD = "UPDATE users SET password_hash = $2 WHERE id = $1"
@@ -77,7 +83,8 @@ WHERE login = $1 AND NOT success AND at > $2
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(row["id"], row["login"], row["role"], row["extension"], row["display_name"], row["active"])
+    return User(row["id"], row["login"], row["role"], row["extension"], row["display_name"], row["active"],
+                row["version"], tuple(row["devices"]))
 
 
 def hash_password(password: str) -> str:
@@ -122,30 +129,48 @@ async def create_user(
     role: str,
     extension: str | None,
     display_name: str,
+    devices: str | Iterable[str] = (),
 ) -> User:
     _validate(login, role, extension, display_name)
+    wanted = devices_db.parse_devices(devices)
     if len(password) < 4:
         raise ValidationError("password", "must be at least 4 characters")
-    try:
-        row = await conn.fetchrow(INSERT_USER, login, hash_password(password), role, extension, display_name)
-    except asyncpg.UniqueViolationError as exc:
-        what = "extension" if "extension" in (exc.constraint_name or "") else "login"
-        raise Conflict(f"a user with this {what} already exists") from exc
-    return _user(row)
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(INSERT_USER, login, hash_password(password), role, extension, display_name)
+        except asyncpg.UniqueViolationError as exc:
+            what = "extension" if "extension" in (exc.constraint_name or "") else "login"
+            raise Conflict(f"a user with this {what} already exists") from exc
+        user = _user(row)
+        if wanted:
+            user = replace(user, devices=await devices_db.set_devices(conn, user.id, wanted))
+    return user
 
 
 async def update_user(
-    conn: asyncpg.Connection, user_id: int, role: str, extension: str | None, display_name: str, active: bool
+    conn: asyncpg.Connection, user_id: int, role: str, extension: str | None, display_name: str, active: bool,
+    *, version: int | None = None, devices: str | Iterable[str] | None = None,
 ) -> User:
-    existing = await get_user(conn, user_id)
-    if existing is None:
-        raise NotFound("user")
-    _validate(existing.login, role, extension, display_name)
-    try:
-        row = await conn.fetchrow(UPDATE_USER, user_id, role, extension, display_name, active)
-    except asyncpg.UniqueViolationError as exc:
-        raise Conflict("another user has this extension") from exc
-    return _user(row)
+    """Change a user; with `version`, only if nobody changed them since (Conflict otherwise); with `devices`,
+    they become the user's devices. Two identical updates at once: one applies, the other is stale."""
+    wanted = None if devices is None else devices_db.parse_devices(devices)
+    async with conn.transaction():
+        # Claim the row first: a concurrent update waits here, then sees the version this one leaves.
+        current = await conn.fetchrow(LOCK_USER, user_id)
+        if current is None:
+            raise NotFound("user")
+        if version is not None and version != current["version"]:
+            raise Conflict(f"someone changed this user meanwhile (now version {current['version']}, the edit was "
+                           f"based on {version}); reload and make the change again")
+        _validate(current["login"], role, extension, display_name)
+        try:
+            row = await conn.fetchrow(UPDATE_USER, user_id, role, extension, display_name, active)
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict("another user has this extension") from exc
+        user = _user(row)
+        if wanted is not None:
+            user = replace(user, devices=await devices_db.set_devices(conn, user_id, wanted))
+    return user
 
 
 async def set_password(conn: asyncpg.Connection, user_id: int, password: str) -> None:

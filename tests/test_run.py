@@ -20,7 +20,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 60) ->
 
 
 def test_help_everywhere():
-    for args in ([], ["user", "add"], ["replay"], ["simulate"], ["migrate"]):
+    for args in ([], ["user", "add"], ["user", "device", "add"], ["user", "device", "list"], ["replay"],
+                 ["simulate"], ["migrate"]):
         result = run_cli(*args, "--help")
         assert result.returncode == 0, result.stderr
         assert "usage:" in result.stdout
@@ -46,6 +47,35 @@ def test_user_add_takes_the_password_from_the_environment_never_an_argument(data
     no_password = run_cli("user", "add", "--login", "ivanov", "--role", "head", "--name", "I",
                           env={"DATABASE_URL": database_dsn})
     assert no_password.returncode == 2 and "CALLBOARD_PASSWORD" in no_password.stderr
+
+
+def test_user_devices_from_the_command_line(database_dsn):
+    env = {"DATABASE_URL": database_dsn, "CALLBOARD_PASSWORD": "s3cret!"}
+    added = run_cli("user", "add", "--login", "petrov", "--role", "manager", "--extension", "105", "--name", "P",
+                    "--device", "sip/150010001", "--device", "PJSIP/acc7001-0000003c", env=env)
+    assert added.returncode == 0, added.stderr
+    assert "devices PJSIP/acc7001, SIP/150010001" in added.stdout
+    taken = run_cli("user", "add", "--login", "ivanov", "--role", "manager", "--name", "I",
+                    "--device", "SIP/150010001", env=env)
+    assert taken.returncode == 1 and "SIP/150010001 is already the device of P (petrov)" in taken.stderr
+    junk = run_cli("user", "add", "--login", "ivanov", "--role", "manager", "--name", "I", "--device", "150010001",
+                   env=env)
+    assert junk.returncode == 1 and "TECH/endpoint" in junk.stderr
+    assert run_cli("user", "add", "--login", "ivanov", "--role", "manager", "--extension", "106", "--name", "I",
+                   env=env).returncode == 0
+
+    # Both devices or neither: the second is petrov's.
+    refused = run_cli("user", "device", "add", "--login", "ivanov", "SIP/150010002", "SIP/150010001", env=env)
+    assert refused.returncode == 1 and "petrov" in refused.stderr
+    moved = run_cli("user", "device", "remove", "--login", "petrov", "SIP/150010001", env=env)
+    assert moved.returncode == 0 and moved.stdout == "PJSIP/acc7001\tpetrov\t105\n"
+    given = run_cli("user", "device", "add", "--login", "ivanov", "SIP/150010002", "sip/150010001", env=env)
+    assert given.returncode == 0, given.stderr
+    listed = run_cli("user", "device", "list", env=env)
+    assert sorted(listed.stdout.splitlines()) == [
+        "PJSIP/acc7001\tpetrov\t105", "SIP/150010001\tivanov\t106", "SIP/150010002\tivanov\t106"]
+    nobody = run_cli("user", "device", "list", "--login", "sidorov", env=env)
+    assert nobody.returncode == 1 and "sidorov" in nobody.stderr
 
 
 async def test_embedded_postgres_keeps_data_across_a_restart(tmp_path):

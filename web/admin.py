@@ -1,9 +1,10 @@
-"""Administration pages: users (create, change role or extension, deactivate, reset a password),
+"""Administration pages: users (create, change role, extension or devices, deactivate, reset a password),
 PBX connections, and one's own password."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from crm import errors
 from crm import users as users_db
@@ -21,29 +22,47 @@ async def users_page(request: web.Request) -> web.Response:
                   pbx_status=telephony.pbx_status() if telephony else {})
 
 
+# A refused edit shows the page again, with the current data and what went wrong.
+_REFUSED = {errors.ValidationError: 422, errors.Conflict: 409, errors.NotFound: 404}
+
+
+def _version(form: MultiDictProxy) -> int | None:
+    """The version the form was rendered with; the edit is refused (409) if the user changed since."""
+    text = str(form.get("version", "")).strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise errors.ValidationError("version", "is not a number; reload the page")
+    return int(text)
+
+
 async def users_action(request: web.Request) -> web.Response:
     require_role(request, "admin")
     form = await request.post()
     action = request.match_info["action"]
     extension = str(form.get("extension", "")).strip() or None
+    devices = str(form.get("devices", ""))
     async with request.app[keys.POOL].acquire() as conn:
         try:
             if action == "new":
                 await users_db.create_user(conn, str(form.get("login", "")).strip().lower(),
                                            str(form.get("password", "")), str(form.get("role", "")), extension,
-                                           str(form.get("display_name", "")))
+                                           str(form.get("display_name", "")), devices=devices)
             else:
                 user_id = int(request.match_info["user_id"])
+                password = str(form.get("password", ""))
+                if password and len(password) < 8:  # checked first: a refused form changes nothing
+                    raise errors.ValidationError("password", "at least 8 characters")
                 await users_db.update_user(conn, user_id, str(form.get("role", "")), extension,
-                                           str(form.get("display_name", "")), form.get("active") == "on")
-                if str(form.get("password", "")):
-                    if len(str(form["password"])) < 8:
-                        raise errors.ValidationError("password", "at least 8 characters")
-                    await users_db.set_password(conn, user_id, str(form["password"]))
-        except (errors.ValidationError, errors.Conflict, errors.NotFound) as exc:
+                                           str(form.get("display_name", "")), form.get("active") == "on",
+                                           version=_version(form), devices=devices)
+                if password:
+                    await users_db.set_password(conn, user_id, password)
+        except tuple(_REFUSED) as exc:
             people = await users_db.list_users(conn)
-            return render(request, "users.html", http_status=422, people=people, roles=users_db.ROLES, error=str(exc),
-                          pbx_status={})
+            status = next(code for kind, code in _REFUSED.items() if isinstance(exc, kind))
+            return render(request, "users.html", http_status=status, people=people,
+                          roles=users_db.ROLES, error=str(exc), pbx_status={})
     raise web.HTTPFound("/admin/users")
 
 

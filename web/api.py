@@ -37,7 +37,16 @@ def party_json(party: Party) -> dict[str, Any]:
 
 def user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "login": user.login, "role": user.role, "extension": user.extension,
-            "display_name": user.display_name, "active": user.active}
+            "display_name": user.display_name, "active": user.active, "version": user.version,
+            "devices": list(user.devices)}
+
+
+def _devices(body: dict[str, Any]) -> list[str] | None:
+    """The `devices` field: absent or null leaves them as they are; otherwise a list of device names."""
+    value = body.get("devices")
+    if value is not None and not (isinstance(value, list) and all(isinstance(d, str) for d in value)):
+        raise errors.ValidationError("devices", "must be a list of device names such as \"SIP/150010001\"")
+    return value
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -149,7 +158,8 @@ async def create_user(request: web.Request) -> web.Response:
     extension = body.get("extension")
     async with request.app[keys.POOL].acquire() as conn:
         user = await users_db.create_user(conn, body["login"], body["password"], body["role"],
-                                          str(extension) if extension else None, body["display_name"])
+                                          str(extension) if extension else None, body["display_name"],
+                                          devices=_devices(body) or ())
     return web.json_response(user_json(user), status=201)
 
 
@@ -164,7 +174,8 @@ async def update_user(request: web.Request) -> web.Response:
         extension = body.get("extension", current.extension)
         user = await users_db.update_user(
             conn, user_id, str(body.get("role", current.role)), str(extension) if extension else None,
-            str(body.get("display_name", current.display_name)), bool(body.get("active", current.active)))
+            str(body.get("display_name", current.display_name)), bool(body.get("active", current.active)),
+            version=_optional_int(body, "version"), devices=_devices(body))
         if isinstance(body.get("password"), str) and body["password"]:
             await users_db.set_password(conn, user_id, body["password"])
     return web.json_response(user_json(user))
@@ -227,7 +238,10 @@ def openapi_spec() -> dict[str, Any]:
                 "User": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "login": {"type": "string"},
                     "role": {"enum": ["manager", "head", "admin"]}, "extension": {"type": ["string", "null"]},
-                    "display_name": {"type": "string"}, "active": {"type": "boolean"}}},
+                    "display_name": {"type": "string"}, "active": {"type": "boolean"},
+                    "version": {"type": "integer", "description": "send it back on update: a stale one gets 409"},
+                    "devices": {"type": "array", "items": {"type": "string"},
+                                "description": "the user's phones as TECH/endpoint, e.g. SIP/150010001"}}},
             },
         },
         "security": [{"bearer": []}, {"session": []}],
@@ -241,8 +255,9 @@ def openapi_spec() -> dict[str, Any]:
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
                 "get": {"summary": "One user", "responses": {"200": {"description": "found", "content": {
                     "application/json": {"schema": _schema_ref("User")}}}, "404": error}},
-                "put": {"summary": "Update a user (admin)", "responses": {"200": {"description": "updated"},
-                                                                         "403": error}}},
+                "put": {"summary": "Update a user (admin); `version` as read refuses a stale edit with 409",
+                        "responses": {"200": {"description": "updated"}, "403": error, "409": error,
+                                      "422": error}}},
         },
     }
 

@@ -9,7 +9,7 @@ What panoramisk 1.4 gets wrong, and where it is mended here:
      connection when no reply comes within `ping_timeout`;
   d. `close()` does not cancel a pending reconnect → we keep the handle and cancel it;
   e. a wrong password raises nothing and it reconnects forever in silence → state 'auth_failed',
-     an error log, /readyz, and a growing back-off;
+     an error log, /readyz, and a growing back-off (up to AUTH_BACKOFF_CAP, so a wrong secret never hammers);
   f. `reconnect_timeout` and the ping intervals go through int() → floats are kept as given.
 Coroutine callbacks lose ordering in panoramisk, so events go to one synchronous sink (a queue).
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,15 @@ LOGIN_EVENT_CLASSES = "call,agent,dialplan,cdr,system"
 SERVER_SIDE_FILTERS = ("!Event: Newexten", "!Event: RTCP*", "!Event: DialState")
 
 EventSink = Callable[[str, ev.AmiEvent, str], None]
+
+# Reconnect back-off: calls go on while we are away, so a PBX that is back must be read again at once.
+# 0.2 s doubling to a 2.5 s cap, ±20% jitter (several nodes or PBXes do not retry in lockstep). A
+# 30 s cap once added up to 11.5 s of blindness after the PBX was back. A refused login is different:
+# retrying fast changes nothing and fills the PBX's security log, so it backs off to AUTH_BACKOFF_CAP.
+MIN_BACKOFF = 0.2
+MAX_BACKOFF = 2.5
+AUTH_BACKOFF_CAP = 30.0
+BACKOFF_JITTER = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,12 +234,13 @@ class AmiConnector:
     """One PBX: connects, logs in, keeps the link alive, hands events to a synchronous sink."""
 
     def __init__(self, pbx: PbxSettings, sink: EventSink, *, ping_interval: float = 5.0,
-                 ping_timeout: float = 5.0, min_backoff: float = 0.5, max_backoff: float = 30.0) -> None:
+                 ping_timeout: float = 5.0, min_backoff: float = MIN_BACKOFF, max_backoff: float = MAX_BACKOFF) -> None:
         self.name = pbx.name
         self.pbx = pbx
         self.sink = sink
         self.ping_timeout = ping_timeout
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self._rng = random.Random()
         self.failures = 0
         self.attempt = 0
         self.events = 0
@@ -248,11 +259,13 @@ class AmiConnector:
         self.state = ConnectorState(state, detail, time.time(), self.events)
 
     def next_delay(self, auth_failed: bool = False) -> float:
-        """Exponential back-off; a refused login waits longer so a wrong secret does not hammer the PBX."""
+        """Short jittered exponential back-off; a refused login waits longer so a wrong secret does not
+        hammer the PBX."""
         base = self.min_backoff * (10 if auth_failed else 1)
-        delay = min(self.max_backoff, base * (2 ** min(self.attempt, 10)))
+        cap = max(self.max_backoff, AUTH_BACKOFF_CAP) if auth_failed else self.max_backoff
+        delay = min(cap, base * (2 ** min(self.attempt, 10)))
         self.attempt += 1
-        return delay
+        return delay * self._rng.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
 
     def deliver(self, event: ev.AmiEvent, raw: str) -> None:
         self.events += 1

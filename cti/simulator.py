@@ -365,6 +365,7 @@ class AmiSimulator:
         self._tasks: set[asyncio.Task] = set()
         self.port = 0
         self.logins = 0
+        self.login_times: list[float] = []  # monotonic clock, for measuring reconnects
         # Channels alive now, as the events played so far say: (headers, created at).
         self.live: dict[str, tuple[dict[str, str], float]] = {}
 
@@ -381,6 +382,15 @@ class AmiSimulator:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+
+    async def close_listener(self) -> None:
+        """The PBX goes away (restart, network cut): connections drop and new ones are refused, while
+        the calls already playing go on. `start(host, port)` on the same port brings it back."""
+        self.drop_clients()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
 
     def drop_clients(self) -> None:
         """Close every AMI connection abruptly, as a PBX restart or a network cut would."""
@@ -412,6 +422,7 @@ class AmiSimulator:
                     if action.get("username") == self.username and action.get("secret") == self.secret:
                         logged_in = True
                         self.logins += 1
+                        self.login_times.append(time.monotonic())
                         self._send(writer, f"Response: Success\r\n{_action_id(action_id)}"
                                            "Message: Authentication accepted\r\n\r\n")
                         self._send(writer, "Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 10\r\n"

@@ -1,4 +1,4 @@
-"""Doors for the dialplan (HTTP for CURL(), FastAGI); the decision is cti.routing's. Click-to-call is in web/telephony.py."""
+"""Doors for the dialplan (HTTP for CURL(), FastAGI); the decision is cti.routing's."""
 
 from __future__ import annotations
 

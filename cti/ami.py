@@ -280,11 +280,27 @@ class AmiConnector:
             forgetable_actions=("ping", "login", "coreshowchannels", "extensionstatelist", "filter"))
         self._resync_tasks: set[asyncio.Task] = set()
         self._originates: dict[str, _OriginateAction] = {}
+        self._lost_at: float | None = None
+        self.last_outage: tuple[float, float] | None = None  # (link lost, logged in again), epoch seconds
+        # Called (name, lost_at, back_at) after a reconnect; the service starts the CDR backfill there.
+        self.on_outage: Callable[[str, float, float], None] | None = None
 
     def set_state(self, state: str, detail: str) -> None:
+        now = time.time()
         if state == "connected":
             self.attempt = 0
-        self.state = ConnectorState(state, detail, time.time(), self.events)
+            if self._lost_at is not None:
+                # The window a CDR backfill covers: calls begun and ended in it were never seen.
+                self.last_outage = (self._lost_at, now)
+                self._lost_at = None
+                if self.on_outage is not None:
+                    try:
+                        self.on_outage(self.name, *self.last_outage)
+                    except Exception:
+                        logger.exception("AMI %s: outage listener failed", self.name)
+        elif self.state.state == "connected" and state in ("disconnected", "connecting", "auth_failed"):
+            self._lost_at = now
+        self.state = ConnectorState(state, detail, now, self.events)
 
     def next_delay(self, auth_failed: bool = False) -> float:
         """Short jittered exponential back-off; a refused login waits longer so a wrong secret does not

@@ -32,15 +32,18 @@ async def test_a_pbx_back_after_an_outage_is_read_again_within_one_short_back_of
     port = await simulator.start()
     # The connector as the service builds it: default back-off.
     connector = AmiConnector(PbxSettings("lab", "127.0.0.1", port, "cti", "cti-secret"), Nothing())
+    outages = []
+    connector.on_outage = lambda name, lost, back: outages.append((name, lost, back))
     await connector.start()
     try:
         await wait_until(lambda: connector.state.state == "connected", 5)
+        closed_at = time.time()
         await simulator.close_listener()
         await wait_until(lambda: connector.state.state != "connected", 5)
         await asyncio.sleep(OUTAGE_SECONDS)
         attempts_during_outage = connector.attempt
         await simulator.start("127.0.0.1", port)
-        back = time.monotonic()
+        back, back_wall = time.monotonic(), time.time()
         await wait_until(lambda: simulator.logins == 2, OUTAGE_SECONDS + 35)
         blind = simulator.login_times[-1] - back
         logger.warning("PBX back after %.0f s: logged in again %.2f s later (%d attempts while it was away)",
@@ -48,6 +51,10 @@ async def test_a_pbx_back_after_an_outage_is_read_again_within_one_short_back_of
         # Without a short cap the back-off had grown to 4-8 s steps by now (0.5 s doubling to 30 s).
         assert blind < BLIND_LIMIT, f"{blind:.2f} s of blindness after the PBX was back"
         assert connector.state.state == "connected"
+        # The window a CDR backfill must cover, handed to the service once.
+        assert len(outages) == 1 and outages[0][0] == "lab" and connector.last_outage == outages[0][1:]
+        lost, again = connector.last_outage
+        assert closed_at <= lost < closed_at + 1 and back_wall <= again < back_wall + BLIND_LIMIT
         # It kept trying all along, but not in a tight loop either.
         assert OUTAGE_SECONDS / (MAX_BACKOFF * 1.2) <= attempts_during_outage <= OUTAGE_SECONDS / 0.2
     finally:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
+from crm.cdr import quoted_table
 from crm.workhours import WorkingHours, parse_days, parse_hours
 
 
@@ -69,6 +70,11 @@ class Settings:
     company_name: str = "Your Company LLC"
     company_details: str = ""
     demo: bool = False
+    # Backfill after a reconnect (cti/backfill.py): Asterisk's CDR, from cdr_pgsql's table or Master.csv.
+    cdr_url: str | None = field(default=None, repr=False)
+    cdr_table: str = "cdr"
+    cdr_csv: Path | None = None
+    cdr_timezone: str | None = None  # the zone Asterisk writes CDR times in; default: `timezone`
 
     @property
     def recordings_path(self) -> Path:
@@ -166,6 +172,11 @@ def _parse_smtp_users(value: str | list[str]) -> tuple[str, ...]:
     return users
 
 
+def _parse_table_name(value: str) -> str:
+    quoted_table(value.strip())  # raises ValueError naming the bad name
+    return value.strip()
+
+
 def _checked(parser):
     """Keep the text as given, but only if `parser` accepts it."""
     def check(value: str) -> str:
@@ -245,6 +256,10 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("smtp_max_bytes", "CALLBOARD_SMTP_MAX_BYTES", "smtp_max_bytes", _parse_positive),
     ("company_name", "CALLBOARD_COMPANY_NAME", "company_name", str),
     ("company_details", "CALLBOARD_COMPANY_DETAILS", "company_details", str),
+    ("cdr_url", "CALLBOARD_CDR_URL", "cdr_url", _parse_db_url),
+    ("cdr_table", "CALLBOARD_CDR_TABLE", "cdr_table", _parse_table_name),
+    ("cdr_csv", "CALLBOARD_CDR_CSV", "cdr_csv", Path),
+    ("cdr_timezone", "CALLBOARD_CDR_TIMEZONE", "cdr_timezone", _parse_timezone),
 )
 
 

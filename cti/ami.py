@@ -9,7 +9,7 @@ What panoramisk 1.4 gets wrong, and where it is mended here:
      connection when no reply comes within `ping_timeout`;
   d. `close()` does not cancel a pending reconnect → we keep the handle and cancel it;
   e. a wrong password raises nothing and it reconnects forever in silence → state 'auth_failed',
-     an error log, /readyz, and a growing back-off;
+     an error log, /readyz, and a growing back-off (up to AUTH_BACKOFF_CAP, so a wrong secret never hammers);
   f. `reconnect_timeout` and the ping intervals go through int() → floats are kept as given.
 Coroutine callbacks lose ordering in panoramisk, so events go to one synchronous sink (a queue).
 """
@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
@@ -39,6 +41,15 @@ SERVER_SIDE_FILTERS = ("!Event: Newexten", "!Event: RTCP*", "!Event: DialState")
 
 EventSink = Callable[[str, ev.AmiEvent, str], None]
 
+# Reconnect back-off: calls go on while we are away, so a PBX that is back must be read again at once.
+# 0.2 s doubling to a 2.5 s cap, ±20% jitter (several nodes or PBXes do not retry in lockstep). A
+# 30 s cap once added up to 11.5 s of blindness after the PBX was back. A refused login is different:
+# retrying fast changes nothing and fills the PBX's security log, so it backs off to AUTH_BACKOFF_CAP.
+MIN_BACKOFF = 0.2
+MAX_BACKOFF = 2.5
+AUTH_BACKOFF_CAP = 30.0
+BACKOFF_JITTER = 0.2
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectorState:
@@ -46,6 +57,31 @@ class ConnectorState:
     detail: str
     since: float
     events: int
+
+
+@dataclass(frozen=True, slots=True)
+class OriginateResult:
+    """How an Async Originate ended: Asterisk's OriginateResponse."""
+
+    success: bool
+    reason: str  # Asterisk's Reason code: 4 answered, 3 rang out, 5 busy, 8 congestion, 1 hung up, 0 failed
+    channel: str
+    uniqueid: str | None
+
+
+class _OriginateAction(Action):
+    """An Originate whose first answer ('successfully queued' or an error) resolves `queued` at once;
+    the inherited future waits for the OriginateResponse event, which comes when the first leg
+    answers or fails (panoramisk counts it as the action's last message)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queued: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def add_message(self, message: Message) -> bool:
+        if not self.queued.done():
+            self.queued.set_result(message)
+        return super().add_message(message)
 
 
 class _Protocol(AMIProtocol):
@@ -197,6 +233,7 @@ class _Manager(Manager):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connected = False
         self._stop_timers()
+        self.connector.fail_originates("the connection to the PBX was lost")
         if self.closing:
             return
         if self.connector.state.state == "connected":
@@ -224,12 +261,13 @@ class AmiConnector:
     """One PBX: connects, logs in, keeps the link alive, hands events to a synchronous sink."""
 
     def __init__(self, pbx: PbxSettings, sink: EventSink, *, ping_interval: float = 5.0,
-                 ping_timeout: float = 5.0, min_backoff: float = 0.5, max_backoff: float = 30.0) -> None:
+                 ping_timeout: float = 5.0, min_backoff: float = MIN_BACKOFF, max_backoff: float = MAX_BACKOFF) -> None:
         self.name = pbx.name
         self.pbx = pbx
         self.sink = sink
         self.ping_timeout = ping_timeout
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self._rng = random.Random()
         self.failures = 0
         self.attempt = 0
         self.events = 0
@@ -241,18 +279,37 @@ class AmiConnector:
             reconnect_timeout=min_backoff, protocol_factory=_Protocol, encoding="utf8",
             forgetable_actions=("ping", "login", "coreshowchannels", "extensionstatelist", "filter"))
         self._resync_tasks: set[asyncio.Task] = set()
+        self._originates: dict[str, _OriginateAction] = {}
+        self._lost_at: float | None = None
+        self.last_outage: tuple[float, float] | None = None  # (link lost, logged in again), epoch seconds
+        # Called (name, lost_at, back_at) after a reconnect; the service starts the CDR backfill there.
+        self.on_outage: Callable[[str, float, float], None] | None = None
 
     def set_state(self, state: str, detail: str) -> None:
+        now = time.time()
         if state == "connected":
             self.attempt = 0
-        self.state = ConnectorState(state, detail, time.time(), self.events)
+            if self._lost_at is not None:
+                # The window a CDR backfill covers: calls begun and ended in it were never seen.
+                self.last_outage = (self._lost_at, now)
+                self._lost_at = None
+                if self.on_outage is not None:
+                    try:
+                        self.on_outage(self.name, *self.last_outage)
+                    except Exception:
+                        logger.exception("AMI %s: outage listener failed", self.name)
+        elif self.state.state == "connected" and state in ("disconnected", "connecting", "auth_failed"):
+            self._lost_at = now
+        self.state = ConnectorState(state, detail, now, self.events)
 
     def next_delay(self, auth_failed: bool = False) -> float:
-        """Exponential back-off; a refused login waits longer so a wrong secret does not hammer the PBX."""
+        """Short jittered exponential back-off; a refused login waits longer so a wrong secret does not
+        hammer the PBX."""
         base = self.min_backoff * (10 if auth_failed else 1)
-        delay = min(self.max_backoff, base * (2 ** min(self.attempt, 10)))
+        cap = max(self.max_backoff, AUTH_BACKOFF_CAP) if auth_failed else self.max_backoff
+        delay = min(cap, base * (2 ** min(self.attempt, 10)))
         self.attempt += 1
-        return delay
+        return delay * self._rng.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
 
     def deliver(self, event: ev.AmiEvent, raw: str) -> None:
         self.events += 1
@@ -273,20 +330,80 @@ class AmiConnector:
         manager.send_action({"Action": "CoreShowChannels"}, as_list=True)
         manager.send_action({"Action": "ExtensionStateList"}, as_list=True)
 
-    async def originate(self, channel: str, context: str, exten: str, caller_id: str, timeout_ms: int = 30000,
-                        variables: dict[str, str] | None = None, action_id: str | None = None) -> Message:
+    def _originate_action(self, channel: str, context: str, exten: str, caller_id: str, timeout_ms: int,
+                          variables: dict[str, str] | None, action_id: str | None) -> dict[str, Any]:
         if self.state.state != "connected":
             raise ConnectionError(f"PBX {self.name} is not connected ({self.state.state})")
-        action = {"Action": "Originate", "Channel": channel, "Context": context, "Exten": exten,
-                  "Priority": "1", "CallerID": caller_id, "Timeout": str(timeout_ms), "Async": "true"}
+        action: dict[str, Any] = {"Action": "Originate", "Channel": channel, "Context": context, "Exten": exten,
+                                  "Priority": "1", "CallerID": caller_id, "Timeout": str(timeout_ms), "Async": "true"}
         if action_id:
             action["ActionID"] = action_id
         if variables:
             action["Variable"] = [f"{k}={v}" for k, v in variables.items()]
+        return action
+
+    async def originate(self, channel: str, context: str, exten: str, caller_id: str, timeout_ms: int = 30000,
+                        variables: dict[str, str] | None = None, action_id: str | None = None) -> Message:
+        action = self._originate_action(channel, context, exten, caller_id, timeout_ms, variables, action_id)
         response = await asyncio.wait_for(self._manager.send_action(action), timeout=5)
         if isinstance(response, list):
             response = response[0]
         return response
+
+    async def originate_queued(self, channel: str, context: str, exten: str, caller_id: str, *,
+                               action_id: str, channel_id: str = "", timeout_ms: int = 30000,
+                               variables: dict[str, str] | None = None) -> asyncio.Future[OriginateResult]:
+        """Send an Async Originate and return as soon as the PBX has queued it (milliseconds), with a
+        future for its OriginateResponse. `channel_id` becomes the first channel's Uniqueid (Asterisk
+        12+), so the call's Linkedid is known before it rings. Raises ConnectionError when the PBX is
+        not connected or refuses the action."""
+        fields = self._originate_action(channel, context, exten, caller_id, timeout_ms, variables, action_id)
+        if channel_id:
+            fields["ChannelId"] = channel_id
+        action = _OriginateAction(fields)
+        result: asyncio.Future[OriginateResult] = asyncio.get_running_loop().create_future()
+        self._originates[action.id] = action
+
+        def finished(future: asyncio.Future) -> None:
+            self._originates.pop(action.id, None)
+            if result.done():
+                return
+            if future.cancelled() or future.exception() is not None:
+                result.set_exception(ConnectionError("the PBX sent no OriginateResponse"))
+                return
+            answer = future.result()
+            final = answer[-1] if isinstance(answer, list) else answer
+            # panoramisk calls every event a success: the OriginateResponse says it in 'Response'.
+            uniqueid = final.get("Uniqueid") or None
+            result.set_result(OriginateResult(str(final.get("Response", "")).lower() == "success",
+                                              str(final.get("Reason", "")), str(final.get("Channel", "")),
+                                              None if uniqueid == "<null>" else uniqueid))
+
+        action.future.add_done_callback(finished)
+        self._manager.send_action(action)
+        try:
+            first = await asyncio.wait_for(asyncio.shield(action.queued), timeout=5)
+        except TimeoutError:
+            result.cancel()
+            self._forget(action, "the PBX did not answer the Originate")
+            raise ConnectionError("the PBX did not answer the Originate within 5 s") from None
+        if str(first.get("Response", "")).lower() != "success":
+            result.cancel()
+            self._forget(action, "refused")
+            raise ConnectionError(str(first.get("Message", "the PBX refused the call")))
+        return result
+
+    def _forget(self, action: _OriginateAction, why: str) -> None:
+        if not action.future.done():
+            action.future.set_exception(ConnectionError(why))
+        if self._manager.protocol is not None:
+            self._manager.protocol.responses.pop(action.id, None)
+
+    def fail_originates(self, why: str) -> None:
+        """The link dropped: no OriginateResponse will come on it for the actions sent before."""
+        for action in list(self._originates.values()):
+            if not action.future.done():
+                action.future.set_exception(ConnectionError(why))
 
     async def close(self) -> None:
         self._manager.close()

@@ -79,8 +79,8 @@ class ScriptWriter:
         self.clock_start = clock_start
 
     def channel(self, endpoint: str, linkedid: str | None, caller_num: str, caller_name: str, context: str,
-                exten: str, state: int = 0) -> SimChannel:
-        uniqueid = f"{int(self.clock_start)}.{next(self._uid)}"
+                exten: str, state: int = 0, uniqueid: str = "") -> SimChannel:
+        uniqueid = uniqueid or f"{int(self.clock_start)}.{next(self._uid)}"
         chan = SimChannel(f"PJSIP/{endpoint}-{next(self._seq):08x}", uniqueid, linkedid or uniqueid, caller_num,
                           caller_name, context, exten, state)
         return chan
@@ -232,12 +232,16 @@ class ScriptWriter:
         return [start, Step(0.004, join), Step(ring, answer[:2] + cancel + answer[2:]), Step(talk, end)]
 
     def originate(self, extension: str, number: str, agent_ring: float, ring: float, talk: float,
-                  action_id: str = "") -> list[Step]:
+                  action_id: str = "", channel_id: str = "", agent_fails: str = "") -> list[Step]:
         # Click-to-call: the agent's phone first, then the number through the trunk (capture f).
-        agent = self.channel(extension, None, extension, f"CTI {extension}", "from-internal", "s")
+        # Originate's ChannelId becomes the agent channel's Uniqueid, and so the call's Linkedid.
+        agent = self.channel(extension, None, extension, f"CTI {extension}", "from-internal", "s",
+                             uniqueid=channel_id)
         ringing = [self._new(agent), ("DialBegin", agent.headers("Dest") + [("DialString", f"PJSIP/{extension}")])]
         agent.state = 5
         ringing += [("Newstate", agent.headers()), ("DialState", agent.headers("Dest") + [("DialStatus", "RINGING")])]
+        if agent_fails:
+            return [Step(0.0, ringing), Step(agent_ring, self._originate_failed(agent, number, action_id, agent_fails))]
         agent.state, agent.exten = 6, number
         answered = [("Newstate", agent.headers()), ("DialEnd", agent.headers("Dest") + [("DialStatus", "ANSWER")]),
                     ("OriginateResponse", [("ActionID", action_id), ("Response", "Success"),
@@ -257,6 +261,21 @@ class ScriptWriter:
                ("BridgeLeave", trunk.headers()), ("BridgeLeave", agent.headers()),
                *self._hangup(trunk, 16, "Normal Clearing"), *self._hangup(agent, 16, "Normal Clearing")]
         return [Step(0.0, ringing), Step(agent_ring, answered), Step(ring, connected), Step(talk, end)]
+
+    # OriginateResponse's Reason is the last control frame the channel got: 3 rang out, 5 busy.
+    _ORIGINATE_FAILURES = {"noanswer": ("NOANSWER", 19, "User alerting, no answer", "3"),
+                           "busy": ("BUSY", 17, "User busy", "5")}
+
+    def _originate_failed(self, agent: SimChannel, number: str, action_id: str,
+                          how: str) -> list[tuple[str, Headers]]:
+        """The agent's phone never answers (or is busy): the number is never dialled."""
+        status, cause, text, reason = self._ORIGINATE_FAILURES[how]
+        extension = agent.caller_num
+        return [("DialEnd", agent.headers("Dest") + [("DialStatus", status)]), *self._hangup(agent, cause, text),
+                ("OriginateResponse", [("ActionID", action_id), ("Response", "Failure"),
+                                       ("Channel", f"PJSIP/{extension}"), ("Context", "from-internal"),
+                                       ("Exten", number), ("Reason", reason), ("Uniqueid", "<null>"),
+                                       ("CallerIDNum", extension), ("CallerIDName", f"CTI {extension}")])]
 
     def transfer(self, caller: str, name: str, first: str, second: str, ring: float, talk: float) -> list[Step]:
         # Blind transfer by SIP REFER: the caller's channel dials the second agent (capture g).
@@ -362,9 +381,12 @@ class AmiSimulator:
         self.answer_pings = True
         # Seconds for a click-to-call: the agent picks up, the far end rings, they talk.
         self.originate_timing = (2.0, 3.0, 20.0)
+        # Extensions whose phone fails a click-to-call: 'noanswer' (rings out) or 'busy'.
+        self.originate_failures: dict[str, str] = {}
         self._tasks: set[asyncio.Task] = set()
         self.port = 0
         self.logins = 0
+        self.login_times: list[float] = []  # monotonic clock, for measuring reconnects
         # Channels alive now, as the events played so far say: (headers, created at).
         self.live: dict[str, tuple[dict[str, str], float]] = {}
 
@@ -381,6 +403,15 @@ class AmiSimulator:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+
+    async def close_listener(self) -> None:
+        """The PBX goes away (restart, network cut): connections drop and new ones are refused, while
+        the calls already playing go on. `start(host, port)` on the same port brings it back."""
+        self.drop_clients()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
 
     def drop_clients(self) -> None:
         """Close every AMI connection abruptly, as a PBX restart or a network cut would."""
@@ -412,6 +443,7 @@ class AmiSimulator:
                     if action.get("username") == self.username and action.get("secret") == self.secret:
                         logged_in = True
                         self.logins += 1
+                        self.login_times.append(time.monotonic())
                         self._send(writer, f"Response: Success\r\n{_action_id(action_id)}"
                                            "Message: Authentication accepted\r\n\r\n")
                         self._send(writer, "Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 10\r\n"
@@ -434,7 +466,9 @@ class AmiSimulator:
                                        "Message: Originate successfully queued\r\n\r\n")
                     extension = action.get("channel", "PJSIP/101").split("/")[-1]
                     number = action.get("exten", "")
-                    self.play(self.writer.originate(extension, number, *self.originate_timing, action_id))
+                    self.play(self.writer.originate(extension, number, *self.originate_timing, action_id,
+                                                    action.get("channelid", ""),
+                                                    self.originate_failures.get(extension, "")))
                 elif name == "coreshowchannels":
                     self._core_show_channels(writer, action_id)
                 elif name == "logoff":

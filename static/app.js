@@ -19,7 +19,7 @@
       const resp = await fetch('/api/calls', {method: 'POST', credentials: 'same-origin',
         headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf()}, body: JSON.stringify(body)});
       const data = await resp.json();
-      if (resp.ok) toast('Your phone (' + data.extension + ') rings: pick it up to call ' + link.textContent.trim());
+      if (resp.ok) toast('Your phone (' + data.extension + ') will ring: pick it up to call ' + data.display);
       else toast(data.error ? data.error.message : 'The call could not be placed', true);
     } catch (e) {
       toast('Callboard is not reachable', true);

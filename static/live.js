@@ -52,7 +52,7 @@
     const who = p.contact ? p.contact.name : (p.caller_name || '');
     if (who) card.append(el('div', 'popup-name', who));
     if (p.company) card.append(el('div', 'popup-company', p.company.name));
-    if (p.lead || (!p.contact && !p.company)) card.append(el('span', 'badge new-lead', 'New lead'));
+    if (p.lead || (!p.originated && !p.contact && !p.company)) card.append(el('span', 'badge new-lead', 'New lead'));
     if (p.manager) card.append(el('div', 'muted', 'Manager: ' + p.manager));
     if (p.deals && p.deals.length) {
       const deals = el('ul', 'popup-deals');
@@ -87,8 +87,32 @@
     return card;
   }
 
+  // Click-to-call: the card shows the number being called, from the click to the end of the call.
+  const dialling = new Map();  // call_id → the request ('call_request' events)
+  const REQUEST_TEXT = {queued: 'Calling your phone…', ringing: 'Your phone rings: pick it up',
+    answered: 'Dialling the number…', failed: 'Not placed'};
+  socket.on('call_request', (r) => {
+    dialling.set(r.call_id, r);
+    if (!stack) return;
+    let card = popups.get(r.call_id);
+    if (!card) {
+      card = renderPopup({call_id: r.call_id, display: r.display, originated: true});
+      popups.set(r.call_id, card);
+      stack.prepend(card);
+    }
+    const state = card.querySelector('.popup-state');
+    if (state) state.textContent = REQUEST_TEXT[r.state] + (r.reason ? ' (' + r.reason.replace('_', ' ') + ')' : '');
+    if (r.state === 'failed') {
+      card.classList.remove('ringing');
+      setTimeout(() => { card.remove(); popups.delete(r.call_id); }, 8000);
+    }
+  });
+
   socket.on('popup', (p) => {
     if (!stack) return;
+    // The PBX reports an originated call by the agent's own extension; show whom they are calling.
+    const request = p.originated ? dialling.get(p.call_id) : null;
+    if (request) p = Object.assign({}, p, {display: request.display});
     const old = popups.get(p.call_id);
     if (old) old.remove();
     const card = renderPopup(p);

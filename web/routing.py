@@ -1,4 +1,4 @@
-"""Doors for the dialplan (HTTP for CURL(), FastAGI) and click-to-call; the decision is cti.routing's."""
+"""Doors for the dialplan (HTTP for CURL(), FastAGI); the decision is cti.routing's."""
 
 from __future__ import annotations
 
@@ -14,19 +14,15 @@ import asyncpg
 from aiohttp import web
 from panoramisk import fast_agi
 
-from crm import contacts as contacts_db
-from crm import errors
-from crm import missed as missed_db
 from crm.demo import DEMO_ROUTING_TOKEN
 from crm.leads import get_or_create_phone_lead
 from crm.matching import find_caller
-from crm.phones import normalise_caller, parse_phone
+from crm.phones import normalise_caller
 from crm.routing_index import IndexKeeper, RoutingIndex
 from crm.settings import Settings
 from cti.routing import RouteDecision, decide, fallback_for
 from cti.service import TelephonyService
 from web import keys
-from web.auth import current_user
 
 logger = logging.getLogger(__name__)
 
@@ -199,51 +195,6 @@ async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
             await keeper.stop()
 
 
-# ------------------------------------------------------------------ click-to-call
-
-async def click_to_call(request: web.Request) -> web.Response:
-    """POST /api/calls {number, contact_id?}: ring the manager's phone, then dial the number."""
-    user = current_user(request)
-    body = await request.json()
-    if not isinstance(body, dict) or not isinstance(body.get("number"), str):
-        raise errors.ValidationError("number", "is required")
-    settings = request.app[keys.SETTINGS]
-    if not user.extension:
-        raise errors.ValidationError("extension", "you have no phone extension; ask an administrator")
-    phone = parse_phone(body["number"], settings.phone_region)
-    contact_id = body.get("contact_id")
-    if contact_id is not None:
-        if not isinstance(contact_id, int):
-            raise errors.ValidationError("contact_id", "must be an integer")
-        async with request.app[keys.POOL].acquire() as conn:
-            await contacts_db.get_party(conn, user, "contact", contact_id)  # 404 if not theirs
-    telephony = request.app[keys.TELEPHONY]
-    pbx = body.get("pbx") or telephony.default_pbx()
-    if pbx is None or pbx not in telephony.connectors:
-        return _unavailable("no PBX is configured")
-    if telephony.connectors[pbx].state.state != "connected":
-        return _unavailable(f"PBX {pbx} is not connected ({telephony.connectors[pbx].state.state})")
-    try:
-        # The dialplan gets the number as digits, as a phone would dial it (the lab's _X. patterns).
-        action_id = await telephony.originate(pbx, user.extension, phone.e164.lstrip("+"), user.display_name)
-    except (TimeoutError, ConnectionError) as exc:
-        return _unavailable(f"the PBX did not take the call: {exc}")
-    async with request.app[keys.POOL].acquire() as conn:
-        updates = await missed_db.mark_in_progress(conn, phone.e164, user)
-    notifier = request.app.get(keys.NOTIFIER)
-    for update in updates if notifier is not None else ():
-        await notifier.call_event(update)
-    return web.json_response({"status": "ringing your phone", "extension": user.extension, "number": phone.e164,
-                              "pbx": pbx, "action_id": action_id}, status=202)
-
-
-def _unavailable(message: str) -> web.Response:
-    from web.app import error_body
-
-    return web.json_response(error_body(503, message), status=503)
-
-
 def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(routing_ctx)
     app.router.add_get("/api/route", route_http)
-    app.router.add_post("/api/calls", click_to_call)

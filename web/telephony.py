@@ -13,21 +13,27 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from crm import calls as calls_db
+from crm import contacts as contacts_db
 from crm import errors
+from crm import missed as missed_db
 from crm import users as users_db
 from crm.calls import CallRow
 from crm.demo import DEMO_COMPANIES
-from crm.phones import parse_phone
+from crm.phones import format_phone, parse_phone
 from crm.settings import PbxSettings
+from cti.clicktocall import CallRequest, ClickToCall
 from cti.service import QuietNotifier, TelephonyService
 from cti.simulator import AmiSimulator
 from web import keys
 from web.auth import current_user, require_role
+from web.realtime import user_room
 
 logger = logging.getLogger(__name__)
 
 OUTCOMES = ("answered", "missed", "abandoned", "busy", "failed", "unknown")
 DEMO_CALLS_PER_SECOND = 1 / 40
+# The lead may move this into web/keys.py with the other keys.
+CLICK_TO_CALL = web.AppKey("click_to_call", ClickToCall)
 
 
 async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -46,6 +52,8 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     service = TelephonyService(replace(settings, pbxes=pbxes), app[keys.POOL],
                                app.get(keys.NOTIFIER) or QuietNotifier())
     app[keys.TELEPHONY] = service
+    clicks = ClickToCall(settings, service.connectors.get, _request_notifier(app))
+    app[CLICK_TO_CALL] = clicks
     await service.start()
     load = None
     if simulator is not None:
@@ -57,9 +65,73 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         if load is not None:
             load.cancel()
+        await clicks.close()
         await service.stop()
         if simulator is not None:
             await simulator.stop()
+
+
+def _request_notifier(app: web.Application):
+    """Each change of a click-to-call reaches the sockets of the user who clicked (any node, any tab)."""
+    async def tell(request: CallRequest) -> None:
+        sio = app.get(keys.SIO)
+        if sio is not None:
+            await sio.emit("call_request", _request_json(request), room=user_room(request.user_id))
+    return tell
+
+
+def _request_json(request: CallRequest) -> dict[str, Any]:
+    display = format_phone(request.number) if request.number.startswith("+") else request.number
+    return {**request.to_json(), "display": display}
+
+
+async def click_to_call(request: web.Request) -> web.Response:
+    """POST /api/calls {number, contact_id?, pbx?}: answers 202 at once with a request id; the manager's
+    phone rings, then the number is dialled. Ringing, answered or failed follow as socket.io
+    'call_request' events and at GET /api/calls/requests/{id}."""
+    user = current_user(request)
+    body = await request.json()
+    if not isinstance(body, dict) or not isinstance(body.get("number"), str):
+        raise errors.ValidationError("number", "is required")
+    settings = request.app[keys.SETTINGS]
+    if not user.extension:
+        raise errors.ValidationError("extension", "you have no phone extension; ask an administrator")
+    phone = parse_phone(body["number"], settings.phone_region)
+    contact_id = body.get("contact_id")
+    if contact_id is not None:
+        if not isinstance(contact_id, int) or isinstance(contact_id, bool):
+            raise errors.ValidationError("contact_id", "must be an integer")
+        async with request.app[keys.POOL].acquire() as conn:
+            await contacts_db.get_party(conn, user, "contact", contact_id)  # 404 if not theirs
+    telephony = request.app[keys.TELEPHONY]
+    pbx = body.get("pbx") or telephony.default_pbx()
+    if not isinstance(pbx, str) or pbx not in telephony.connectors:
+        return _unavailable("no PBX is configured" if pbx is None else f"no PBX named {pbx}")
+    if telephony.connectors[pbx].state.state != "connected":
+        return _unavailable(f"PBX {pbx} is not connected ({telephony.connectors[pbx].state.state})")
+    placed = request.app[CLICK_TO_CALL].place(user.id, pbx, user.extension, phone.e164, user.display_name)
+    async with request.app[keys.POOL].acquire() as conn:
+        updates = await missed_db.mark_in_progress(conn, phone.e164, user)
+    notifier = request.app.get(keys.NOTIFIER)
+    for update in updates if notifier is not None else ():
+        await notifier.call_event(update)
+    return web.json_response({**_request_json(placed), "status": "ringing your phone",
+                              "status_url": f"/api/calls/requests/{placed.id}"}, status=202)
+
+
+async def call_request_api(request: web.Request) -> web.Response:
+    """GET /api/calls/requests/{id}: where a click-to-call stands (its owner, or head and admin)."""
+    user = current_user(request)
+    placed = request.app[CLICK_TO_CALL].get(request.match_info["request_id"])
+    if placed is None or (placed.user_id != user.id and not user.sees_everything):
+        raise errors.NotFound("call request")
+    return web.json_response(_request_json(placed))
+
+
+def _unavailable(message: str) -> web.Response:
+    from web.app import error_body
+
+    return web.json_response(error_body(503, message), status=503)
 
 
 def call_json(call: CallRow) -> dict[str, Any]:
@@ -160,5 +232,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/calls", calls_page)
     app.router.add_get("/api/calls", list_calls_api)
     app.router.add_get("/api/calls/{call_id:\\d+}", get_call_api)
+    app.router.add_post("/api/calls", click_to_call)
+    app.router.add_get("/api/calls/requests/{request_id:[0-9a-f]{16}}", call_request_api)
     app.router.add_get("/api/pbx", pbx_status_api)
     app.router.add_post("/api/demo/calls", demo_call_api)

@@ -214,8 +214,7 @@ def call_from_rows(pbx: str, key: str, rows: list[CdrRow], rules: DirectionRules
         ring_seconds=max(0, round((answered_at if answered_at is not None else ended) - started)),
         talk_seconds=max(0, round(ended - answered_at)) if answered_at is not None else 0,
         recording=None, transfers=(), talk_by_agent=tuple(talk_by_agent.items()), legs=tuple(unique_legs),
-        # Until CallRecord has `backfilled`: a record rebuilt after a reconnect is `recovered`.
-        recovered=True, originated=False)
+        recovered=True, originated=False, backfilled=True)
 
 
 def _unanswered(attempts: list[CdrRow], rows: list[CdrRow]) -> tuple[str, str]:

@@ -105,6 +105,7 @@ class CallRecord:
     legs: tuple[LegRecord, ...]
     recovered: bool  # parts were rebuilt after an AMI reconnect
     originated: bool
+    backfilled: bool = False  # rebuilt from the PBX's CDR for a call that began and ended while we were away
 
     @property
     def caller_e164(self) -> str | None:
@@ -1123,7 +1124,7 @@ class CallTracker:
                 answered_leg = max((self.legs[u].answered or 0.0 for u in call.legs if u in self.legs
                                     and self.legs[u].uniqueid != self._origin_uid(call)), default=0.0)
                 call.answered_at = answered_leg or call.answered_at
-                call.answer_estimated = True
+                call.answer_estimated = call.recovered = True
         return out
 
     def _on_list_complete(self, event: ev.ChannelListComplete) -> list:

@@ -389,6 +389,7 @@ class AmiSimulator:
         self.login_times: list[float] = []  # monotonic clock, for measuring reconnects
         # Channels alive now, as the events played so far say: (headers, created at).
         self.live: dict[str, tuple[dict[str, str], float]] = {}
+        self.bridged: dict[str, str] = {}  # Uniqueid → the bridge it is in now
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         self.server = await asyncio.start_server(self._session, host, port)
@@ -489,11 +490,11 @@ class AmiSimulator:
         self._send(writer, f"Response: Success\r\nActionID: {action_id}\r\nEventList: start\r\n"
                            "Message: Channels will follow\r\n\r\n")
         now = time.time()
-        for headers, created in self.live.values():
+        for uniqueid, (headers, created) in self.live.items():
             seconds = int(now - created)
             listed = [("ActionID", action_id), *headers.items(), ("Application", "Dial"), ("ApplicationData", ""),
                       ("Duration", f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"),
-                      ("BridgeId", "")]
+                      ("BridgeId", self.bridged.get(uniqueid, ""))]
             self._send(writer, "Event: CoreShowChannel\r\n" + "".join(f"{k}: {v}\r\n" for k, v in listed) + "\r\n")
         self._send(writer, f"Event: CoreShowChannelsComplete\r\nActionID: {action_id}\r\nEventList: Complete\r\n"
                            f"ListItems: {len(self.live)}\r\n\r\n")
@@ -520,12 +521,18 @@ class AmiSimulator:
                 self.broadcast(format_event(name, headers, now))
 
     def _track_live(self, name: str, headers: Headers, now: float) -> None:
-        if name not in ("Newchannel", "Newstate", "Hangup"):
+        """What the PBX would list in CoreShowChannels: live channels, their state and their bridge."""
+        if name not in ("Newchannel", "Newstate", "Hangup", "BridgeEnter", "BridgeLeave"):
             return
         fields = dict(headers)
         uniqueid = fields.get("Uniqueid", "")
-        if name == "Hangup":
+        if name == "BridgeEnter":
+            self.bridged[uniqueid] = fields.get("BridgeUniqueid", "")
+        elif name == "BridgeLeave":
+            self.bridged.pop(uniqueid, None)
+        elif name == "Hangup":
             self.live.pop(uniqueid, None)
+            self.bridged.pop(uniqueid, None)
         elif name == "Newchannel":
             self.live[uniqueid] = (fields, now)
         elif uniqueid in self.live:

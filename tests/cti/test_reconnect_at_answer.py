@@ -1,0 +1,77 @@
+"""The AMI link drops just before a call is answered and comes back: over real TCP with our simulator,
+the call is logged answered with its talk time — not abandoned, not missed."""
+
+import asyncio
+import time
+
+from crm.settings import PbxSettings
+from cti.ami import AmiConnector
+from cti.calls import CallEnded, CallTracker
+from cti.simulator import AmiSimulator
+
+
+class TrackerSink:
+    """The connector's sink feeding a tracker directly, as the service's consumer does."""
+
+    def __init__(self) -> None:
+        self.tracker = CallTracker("lab")
+        self.ended: list = []
+
+    def __call__(self, pbx, event, raw) -> None:
+        self.ended += [e.record for e in self.tracker.handle(event) if isinstance(e, CallEnded)]
+
+
+async def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_link_dropped_half_a_second_before_the_answer():
+    simulator = AmiSimulator("cti", "cti-secret", seed=11)
+    port = await simulator.start()
+    sink = TrackerSink()
+    connector = AmiConnector(PbxSettings("lab", "127.0.0.1", port, "cti", "cti-secret"), sink)
+    await connector.start()
+    try:
+        await wait_until(lambda: connector.state.state == "connected", 5)
+        simulator.place_call("+79161112233", "101", answer_after=2.0, talk_seconds=4.0, caller_name="Olga")
+        await wait_until(lambda: sink.tracker.calls, 5)
+        await asyncio.sleep(1.5)
+        await simulator.close_listener()  # 0.5 s before the answer
+        await asyncio.sleep(1.0)  # the agent answers while nobody listens
+        await simulator.start("127.0.0.1", port)
+        await wait_until(lambda: simulator.logins == 2, 10)
+        await wait_until(lambda: sink.ended, 15)
+    finally:
+        await connector.close()
+        await simulator.stop()
+    (call,) = sink.ended
+    assert (call.outcome, call.answered_by, call.caller, call.recovered) == ("answered", "101", "+79161112233", True)
+    # The answer is dated by the resync (at most ~1 s after the real one): talk time is right to a second or so.
+    assert 2 <= call.talk_seconds <= 4 and call.ring_seconds >= 2
+    assert call.agents_rang == ("101",)
+
+
+async def test_link_dropped_while_ringing_and_back_before_the_caller_gives_up_is_missed_not_unknown():
+    simulator = AmiSimulator("cti", "cti-secret", seed=12)
+    port = await simulator.start()
+    sink = TrackerSink()
+    connector = AmiConnector(PbxSettings("lab", "127.0.0.1", port, "cti", "cti-secret"), sink)
+    await connector.start()
+    try:
+        await wait_until(lambda: connector.state.state == "connected", 5)
+        simulator.place_call("+79161112244", "102", answer_after=None, ring_timeout=4.0)
+        await wait_until(lambda: sink.tracker.calls, 5)
+        await simulator.close_listener()
+        await asyncio.sleep(0.5)
+        await simulator.start("127.0.0.1", port)
+        await wait_until(lambda: simulator.logins == 2, 10)
+        await wait_until(lambda: sink.ended, 15)
+    finally:
+        await connector.close()
+        await simulator.stop()
+    (call,) = sink.ended
+    # The call was still ringing after the resync; its end was seen live, so its outcome is known.
+    assert (call.outcome, call.answered_by) == ("missed", None)

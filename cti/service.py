@@ -254,6 +254,17 @@ class TelephonyService:
             return None
         return "unreachable" if any(lease.redis_ok is False for lease in self.leases.values()) else "ok"
 
+    async def check_redis(self) -> str | None:
+        """None without Redis; whether it answers a PING now ('ok' / 'unreachable')."""
+        if self._redis is None:
+            return None
+        try:
+            async with asyncio.timeout(1):
+                await self._redis.ping()
+        except (RedisError, OSError, TimeoutError):
+            return "unreachable"
+        return "ok"
+
     def writer_status(self) -> dict[str, object]:
         return {"waiting": self.writer.waiting, "failures": self.writer.failures,
                 "last_error": self.writer.last_error if self.writer.failures else ""}

@@ -30,7 +30,7 @@ async def readyz(request: web.Request) -> web.Response:
         ready = False
     telephony = request.app.get(keys.TELEPHONY)
     if telephony is not None:
-        redis_state = telephony.redis_status()
+        redis_state = await telephony.check_redis()
         if redis_state is not None:
             checks["redis"] = redis_state
         pbx_states = telephony.pbx_status()

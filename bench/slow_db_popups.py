@@ -30,6 +30,14 @@ CREATE TRIGGER bench_slow_calls BEFORE INSERT OR UPDATE ON calls FOR EACH ROW EX
 """
 
 
+async def place_calls(sim, rng: random.Random, clients: int, cps: float, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        extension = str(FIRST_EXTENSION + rng.randrange(clients))
+        sim.play(sim.writer.answered(f"7916{rng.randrange(10**7):07d}", "", extension, 1.0, 1.0))
+        await asyncio.sleep(1 / cps)
+
+
 async def callboard_runs(clients: int, cps: float, seconds: float) -> dict[str, dict]:
     from crm import users
     from crm.db import open_database
@@ -66,16 +74,7 @@ async def callboard_runs(clients: int, cps: float, seconds: float) -> dict[str, 
                 await asyncio.sleep(0.05)
             process = start_clients("http://127.0.0.1:18093", cookies, seconds)
             await wait_connected(process)
-            rng = random.Random(2)
-
-            async def calls() -> None:
-                end = time.monotonic() + seconds
-                while time.monotonic() < end:
-                    extension = str(FIRST_EXTENSION + rng.randrange(clients))
-                    sim.play(sim.writer.answered(f"7916{rng.randrange(10**7):07d}", "", extension, 1.0, 1.0))
-                    await asyncio.sleep(1 / cps)
-
-            caller = asyncio.create_task(calls())
+            caller = asyncio.create_task(place_calls(sim, random.Random(2), clients, cps, seconds))
             result = await finish(process)
             caller.cancel()
             telephony = app[TELEPHONY]

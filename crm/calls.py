@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -13,7 +13,7 @@ import asyncpg
 from crm import missed
 from crm.deals import open_deal_of_contact
 from crm.errors import NotFound
-from crm.leads import get_or_create_phone_lead
+from crm.leads import Lead, get_or_create_phone_lead
 from crm.matching import find_caller
 from crm.missed import MissedUpdate
 from crm.users import User
@@ -102,13 +102,15 @@ class CallRow:
 
 # The user a call belongs to: who answered an inbound call, who placed an outbound one.
 USER_OF_EXTENSION = "SELECT id FROM users WHERE extension = $1"
+# A stored row is replaced only by a write of the same or a newer lease generation, and an observed
+# call never by a recovered or backfilled one (a node that lost the lease must not undo the other's).
 UPSERT_CALL = """
 INSERT INTO calls (pbx, linkedid, direction, caller, caller_e164, caller_name, callee, started_at, answered_at,
                    ended_at, outcome, reason, answered_by, agents_rang, queue, ring_seconds, talk_seconds,
                    recording, transfers, talk_by_agent, recovered, originated, user_id, contact_id, company_id,
-                   lead_id)
+                   lead_id, lease_generation, observed)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-        $23, $24, $25, $26)
+        $23, $24, $25, $26, $27, $28)
 ON CONFLICT (pbx, linkedid) DO UPDATE SET
     direction = EXCLUDED.direction, caller = EXCLUDED.caller, caller_e164 = EXCLUDED.caller_e164,
     caller_name = EXCLUDED.caller_name, callee = EXCLUDED.callee, started_at = EXCLUDED.started_at,
@@ -119,9 +121,14 @@ ON CONFLICT (pbx, linkedid) DO UPDATE SET
     talk_by_agent = EXCLUDED.talk_by_agent, recovered = EXCLUDED.recovered, originated = EXCLUDED.originated,
     user_id = EXCLUDED.user_id, contact_id = coalesce(calls.contact_id, EXCLUDED.contact_id),
     company_id = coalesce(calls.company_id, EXCLUDED.company_id),
-    lead_id = coalesce(calls.lead_id, EXCLUDED.lead_id)
+    lead_id = coalesce(calls.lead_id, EXCLUDED.lead_id), lease_generation = EXCLUDED.lease_generation,
+    observed = EXCLUDED.observed
+WHERE calls.lease_generation <= EXCLUDED.lease_generation AND (EXCLUDED.observed OR NOT calls.observed)
 RETURNING id
 """
+CALL_ID = "SELECT id FROM calls WHERE pbx = $1 AND linkedid = $2"
+# Named only when the caller gave one and the lead has none yet (the routing door may have come first).
+NAME_LEAD = "UPDATE leads SET name = $2, updated_at = now() WHERE id = $1 AND name = '' RETURNING id"
 UPSERT_LEG = """
 INSERT INTO call_legs (call_id, pbx, uniqueid, channel, kind, extension, created_at, answered_at, ended_at,
                        hangup_cause)
@@ -161,6 +168,9 @@ ORDER BY c.started_at DESC LIMIT $3
 ATTACH_DEAL = "UPDATE calls SET deal_id = $2 WHERE id = $1 AND deal_id IS NULL"
 COUNT_LEGS = "SELECT count(*) FROM call_legs WHERE call_id = $1"
 INSERT_JOURNAL = "INSERT INTO ami_journal (pbx, received_at, linkedid, raw) VALUES ($1, $2, $3, $4)"
+# A batch replayed from the writer's spool after a crash must not be written twice.
+CLAIM_JOURNAL_BATCH = "INSERT INTO ami_journal_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
+DELETE_OLD_BATCHES = "DELETE FROM ami_journal_batches WHERE written_at < $1"
 SELECT_JOURNAL = "SELECT raw FROM ami_journal WHERE pbx = $1 AND linkedid = $2 ORDER BY id"
 DELETE_OLD_JOURNAL = "DELETE FROM ami_journal WHERE received_at < $1"
 
@@ -173,29 +183,58 @@ def _dt(ts: float | None) -> datetime | None:
 class SavedCall:
     id: int
     missed_updates: list[MissedUpdate]
+    written: bool = True  # False: the stored row won (newer generation, or observed over recovered)
+    new_lead: Lead | None = None  # created for this call's unknown caller
+
+
+@dataclass(frozen=True, slots=True)
+class CallerLead:
+    lead: Lead
+    created: bool
+
+
+async def lead_for_unknown_caller(conn: asyncpg.Connection, number: str, line: str,
+                                  caller_name: str = "") -> CallerLead | None:
+    """The one rule: an unknown caller with a real number has an open lead, named after the caller ID.
+
+    The caller of this function has decided that the number matches no contact or company (from
+    the routing index or the database). Withheld and internal numbers never become leads. The
+    heads' stored notification is written here; telling them live is the caller's job when
+    `created` is true.
+    """
+    if not number.startswith("+"):
+        return None
+    lead, created = await get_or_create_phone_lead(conn, number, line, caller_name)
+    if not created and caller_name and not lead.name:
+        if await conn.fetchval(NAME_LEAD, lead.id, caller_name[:200]) is not None:
+            lead = replace(lead, name=caller_name[:200])
+    return CallerLead(lead, created)
 
 
 async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: str = "RU",
                     suffix_digits: int = 10, hours: WorkingHours | None = None,
-                    callback_delay: timedelta = timedelta(hours=2)) -> SavedCall:
-    """Insert or update one finished call and its legs; the same record twice leaves the same rows.
+                    callback_delay: timedelta = timedelta(hours=2), generation: int = 0) -> SavedCall:
+    """Insert or update one finished call and its legs in one transaction; the same record twice
+    leaves the same rows, and a missed call opens its board row and callback task once.
 
     The call is linked to the user it belongs to, to the contact or company of the outside number,
     for an unknown inbound caller to their open lead (created if needed), and goes to the missed-call
     board: a missed inbound call opens or adds to a row, an answered call to or from the number
-    closes its rows.
+    closes its rows. `generation` is the PBX lease generation of the node that observed the call:
+    an older generation, or a recovered record over an observed one, leaves the stored row alone.
     """
-    owner_extension = record.answered_by if record.direction != "outbound" else record.caller
-    user_id = await conn.fetchval(USER_OF_EXTENSION, owner_extension) if owner_extension else None
+    observed = not (record.recovered or getattr(record, "backfilled", False))
     caller_e164 = record.caller if record.caller.startswith("+") else None
     outside = record.caller if record.direction == "inbound" else (
         record.callee if record.direction == "outbound" else "")
-    match = await find_caller(conn, outside, region, suffix_digits) if outside else None
-    lead_id = None
-    if match is None and record.direction == "inbound" and caller_e164:
-        lead, _ = await get_or_create_phone_lead(conn, caller_e164, record.callee, record.caller_name)
-        lead_id = lead.id
+    owner_extension = record.answered_by if record.direction != "outbound" else record.caller
     async with conn.transaction():
+        user_id = await conn.fetchval(USER_OF_EXTENSION, owner_extension) if owner_extension else None
+        match = await find_caller(conn, outside, region, suffix_digits) if outside else None
+        lead = None
+        if match is None and record.direction == "inbound" and caller_e164:
+            lead = await lead_for_unknown_caller(conn, caller_e164, record.callee, record.caller_name)
+        lead_id = lead.lead.id if lead else None
         call_id = await conn.fetchval(
             UPSERT_CALL, record.pbx, record.call_id, record.direction, record.caller, caller_e164,
             record.caller_name[:200], record.callee, _dt(record.started_at), _dt(record.answered_at),
@@ -203,7 +242,11 @@ async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: st
             record.queue, record.ring_seconds, record.talk_seconds, record.recording,
             json.dumps([{"from": t.from_, "to": t.to, "kind": t.kind} for t in record.transfers]),
             json.dumps(dict(record.talk_by_agent)), record.recovered, record.originated, user_id,
-            match.contact_id if match else None, match.company_id if match else None, lead_id)
+            match.contact_id if match else None, match.company_id if match else None, lead_id, generation,
+            observed)
+        new_lead = lead.lead if lead is not None and lead.created else None
+        if call_id is None:
+            return SavedCall(await conn.fetchval(CALL_ID, record.pbx, record.call_id), [], False, new_lead)
         if record.legs:
             await conn.executemany(UPSERT_LEG, [
                 (call_id, record.pbx, leg.uniqueid, leg.channel, leg.kind, leg.extension, _dt(leg.created_at),
@@ -216,7 +259,7 @@ async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: st
             _dt(record.started_at), _dt(record.answered_at), user_id, match.contact_id if match else None,
             match.company_id if match else None, lead_id, match.manager_id if match else None,
             hours or WorkingHours(), callback_delay)
-    return SavedCall(call_id, updates)
+    return SavedCall(call_id, updates, True, new_lead)
 
 
 def _row(row: asyncpg.Record) -> CallRow:
@@ -259,9 +302,15 @@ async def count_legs(conn: asyncpg.Connection, call_id: int) -> int:
     return await conn.fetchval(COUNT_LEGS, call_id)
 
 
-async def append_journal(conn: asyncpg.Connection, rows: Sequence[tuple[str, datetime, str | None, str]]) -> None:
-    """Rows of (pbx, received_at, linkedid, raw message)."""
-    await conn.executemany(INSERT_JOURNAL, rows)
+async def append_journal(conn: asyncpg.Connection, rows: Sequence[tuple[str, datetime, str | None, str]],
+                         batch_id: str | None = None) -> bool:
+    """Rows of (pbx, received_at, linkedid, raw message). A batch with an id is written at most once;
+    False when it already was."""
+    async with conn.transaction():
+        if batch_id is not None and await conn.fetchval(CLAIM_JOURNAL_BATCH, batch_id) is None:
+            return False
+        await conn.executemany(INSERT_JOURNAL, rows)
+    return True
 
 
 async def read_journal(conn: asyncpg.Connection, pbx: str, linkedid: str) -> list[str]:
@@ -270,4 +319,5 @@ async def read_journal(conn: asyncpg.Connection, pbx: str, linkedid: str) -> lis
 
 async def purge_journal(conn: asyncpg.Connection, keep: timedelta, now: datetime) -> int:
     result = await conn.execute(DELETE_OLD_JOURNAL, now - keep)
+    await conn.execute(DELETE_OLD_BATCHES, now - keep)
     return int(result.split()[-1])

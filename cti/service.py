@@ -1,4 +1,7 @@
-"""Telephony service: AMI connectors → one ordered queue → CallTracker per PBX → call log + notifier."""
+"""Telephony service: AMI connectors → one ordered queue → CallTracker per PBX → the call pipeline.
+
+The one consumer task feeds the trackers and hands their call events to the pipeline; it awaits
+nothing but its queue (no database, no Redis, no browsers)."""
 
 from __future__ import annotations
 
@@ -11,39 +14,29 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from crm import calls as calls_db
-from crm.leads import NewLead, get_or_create_phone_lead
-from crm.matching import find_caller
+from crm.routing_index import RoutingIndex
 from crm.settings import PbxSettings, Settings
 from cti import events as ev
 from cti.ami import AmiConnector
-from cti.calls import AgentStateChanged, CallEnded, CallStarted, CallTracker, DirectionRules
+from cti.calls import AgentStateChanged, CallTracker, DirectionRules
 from cti.lease import PbxLease
+from cti.pipeline import CallNotifier, CallPipeline, QuietNotifier
+from cti.writer import CallWriter
+
+__all__ = ["CallNotifier", "QuietNotifier", "TelephonyService", "rules_from"]
 
 logger = logging.getLogger(__name__)
 
 JOURNAL_FLUSH_SECONDS = 1.0
 JOURNAL_KEEP = timedelta(days=14)
-SAVE_RETRY_SECONDS = 2.0
-
-
-class Notifier(Protocol):
-    """What cti tells the outside world (browsers); web/ implements it. Must not raise."""
-
-    async def call_event(self, event: object) -> None: ...
-
-
-class QuietNotifier:
-    """For processes with nobody to tell (replay tools, tests of storage alone)."""
-
-    async def call_event(self, event: object) -> None:
-        return None
+DEVICES_REFRESH_SECONDS = 30.0
+STATES_SHARE_SECONDS = 0.25
 
 
 def rules_from(settings: Settings) -> DirectionRules:
@@ -57,11 +50,12 @@ def _linkedid(event: ev.AmiEvent) -> str | None:
 
 
 class TelephonyService:
-    """Owns the connectors, the trackers and the one consumer task; applies call events in order."""
+    """Owns the connectors, the trackers, the leases and the one consumer task."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, notifier: Notifier,
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, notifier: CallNotifier,
                  pbxes: tuple[PbxSettings, ...] | None = None,
-                 connector_factory: Callable[..., AmiConnector] = AmiConnector) -> None:
+                 connector_factory: Callable[..., AmiConnector] = AmiConnector,
+                 index: RoutingIndex | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.notifier = notifier
@@ -69,47 +63,82 @@ class TelephonyService:
         pbx_list = settings.pbxes if pbxes is None else pbxes
         self.pbxes = {pbx.name: pbx for pbx in pbx_list}
         self.connector_factory = connector_factory
-        self.queue: asyncio.Queue[tuple[str, ev.AmiEvent, str]] = asyncio.Queue()
+        # (pbx, epoch, event, raw): events of a connector from before a lost lease are dropped.
+        self.queue: asyncio.Queue[tuple[str, int, ev.AmiEvent, str]] = asyncio.Queue()
+        self._epochs = {pbx.name: 0 for pbx in pbx_list}
         self.trackers = {pbx.name: CallTracker(pbx.name, self.rules) for pbx in pbx_list}
-        self.connectors = {pbx.name: connector_factory(pbx, self.sink) for pbx in pbx_list}
+        self.connectors = {pbx.name: self._new_connector(pbx.name) for pbx in pbx_list}
+        self.writer = CallWriter(settings, pool)
+        self.pipeline = CallPipeline(settings, pool, notifier, self.writer, index)
         self.leases: dict[str, PbxLease] = {}
         self._redis = None
         self._shared_states: dict[str, dict[str, str]] = {}  # agent states of PBXes another node holds
+        self._states_out: dict[str, dict[str, str]] = {}  # agent states to publish for the PBXes we hold
+        self._devices: dict[str, str] | None = None
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._journal: list[tuple[str, datetime, str | None, str]] = []
-        self._unsaved: list[CallEnded] = []
         self._tasks: list[asyncio.Task] = []
-        self.saved_calls = 0
+
+    @property
+    def saved_calls(self) -> int:
+        """Calls written to the database by this process (replays of the spool included)."""
+        return self.writer.saved_calls
+
+    def use_index(self, index: RoutingIndex | None) -> None:
+        """The routing door's in-memory index: the pipeline looks callers up there first."""
+        self.pipeline.index = index
+
+    def _new_connector(self, name: str) -> AmiConnector:
+        epoch = self._epochs[name]
+
+        def sink(pbx: str, event: ev.AmiEvent, raw: str) -> None:
+            self.queue.put_nowait((pbx, epoch, event, raw))
+        return self.connector_factory(self.pbxes[name], sink)
 
     # The synchronous sink panoramisk's callback path calls: order is kept by the queue.
     def sink(self, pbx: str, event: ev.AmiEvent, raw: str) -> None:
-        self.queue.put_nowait((pbx, event, raw))
+        self.queue.put_nowait((pbx, self._epochs.get(pbx, 0), event, raw))
 
     async def start(self) -> None:
+        await self.writer.start()
         self._tasks = [asyncio.create_task(self._consume(), name="ami-consumer"),
                        asyncio.create_task(self._every(JOURNAL_FLUSH_SECONDS, self._flush), name="ami-journal"),
-                       asyncio.create_task(self._every(3600, self._purge_journal), name="journal-retention")]
+                       asyncio.create_task(self._every(3600, self._purge_journal), name="journal-retention"),
+                       asyncio.create_task(self._every(DEVICES_REFRESH_SECONDS, self._refresh_devices, at_once=True),
+                                           name="device-map")]
         if self.settings.redis_url and self.pbxes:
             # Several nodes: each PBX is consumed by the node holding its lease, the others stand by.
-            self._redis = aioredis.from_url(self.settings.redis_url)
+            self._redis = aioredis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
             for name in self.pbxes:
                 self.leases[name] = PbxLease(self._redis, name, self.node_id, self._acquired(name), self._lost(name))
                 await self.leases[name].start()
-            self._tasks.append(asyncio.create_task(self._every(1.0, self._read_shared_states), name="agent-states"))
+            self._tasks += [asyncio.create_task(self._every(1.0, self._read_shared_states), name="agent-states"),
+                            asyncio.create_task(self._every(STATES_SHARE_SECONDS, self._share_states),
+                                                name="agent-states-out")]
         else:
             for connector in self.connectors.values():
                 await connector.start()
 
+    def _fresh_tracker(self, name: str) -> None:
+        self.trackers[name] = CallTracker(name, self.rules)
+        if self._devices is not None and hasattr(self.trackers[name], "set_devices"):
+            self.trackers[name].set_devices(self._devices)
+
     def _acquired(self, name: str):
-        async def start() -> None:
+        async def start(generation: int) -> None:
+            # Whatever this node knew of the PBX's calls is stale now: the resync on login rebuilds it.
+            self._fresh_tracker(name)
+            self.pipeline.forget(name)
             await self.connectors[name].start()
         return start
 
     def _lost(self, name: str):
         async def stop() -> None:
             # A closed connector cannot reconnect: a fresh one waits for the lease to come back.
+            self._epochs[name] += 1
             await self.connectors[name].close()
-            self.connectors[name] = self.connector_factory(self.pbxes[name], self.sink)
+            self.connectors[name] = self._new_connector(name)
+            self.pipeline.forget(name)
         return stop
 
     async def stop(self) -> None:
@@ -124,73 +153,54 @@ class TelephonyService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush()
+        await self.pipeline.stop()
+        await self.writer.stop()
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Wait until every queued event has been applied (tests, shutdown)."""
+        """Wait until every queued event has been applied and written (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while (self.queue.qsize() or self.queue._unfinished_tasks) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        await self._flush()
+        await self.writer.drain(max(0.0, deadline - time.monotonic()))
 
-    async def _every(self, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
-        while True:
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[object]], at_once: bool = False) -> None:
+        if not at_once:
             await asyncio.sleep(seconds)
+        while True:
             try:
                 await job()
             except Exception:
                 logger.exception("periodic job %s failed; it runs again later", job.__name__)
+            await asyncio.sleep(seconds)
 
     async def _consume(self) -> None:
         while True:
-            pbx, event, raw = await self.queue.get()
+            pbx, epoch, event, raw = await self.queue.get()
             try:
+                if epoch != self._epochs[pbx]:
+                    continue  # sent before this node lost the PBX's lease
                 self._journal.append((pbx, datetime.now(UTC), _linkedid(event), raw))
-                for call_event in self.trackers[pbx].handle(event):
-                    await self._apply(call_event)
+                call_events = self.trackers[pbx].handle(event)
+                lease = self.leases.get(pbx)
+                self.pipeline.apply(pbx, call_events, lease.generation if lease is not None else 0)
+                if self._redis is not None:
+                    for change in call_events:
+                        if isinstance(change, AgentStateChanged):
+                            self._states_out.setdefault(pbx, {})[change.extension] = change.state
             except Exception:
                 logger.exception("AMI event from %s could not be applied: %.120r", pbx, raw)
             finally:
                 self.queue.task_done()
 
-    async def _apply(self, call_event: object) -> None:
-        if isinstance(call_event, CallEnded):
-            self._unsaved.append(call_event)
-            await self._save_pending()
-        elif isinstance(call_event, CallStarted) and call_event.direction == "inbound":
-            await self._lead_for_unknown_caller(call_event)
-        elif isinstance(call_event, AgentStateChanged) and self._redis is not None:
-            await self._share_state(call_event)
-        try:
-            await self.notifier.call_event(call_event)
-        except Exception:
-            logger.exception("notifier failed on %s", type(call_event).__name__)
-
-    async def _save_pending(self) -> None:
-        """Write finished calls; on a database failure keep them and try again, never drop one."""
-        while self._unsaved:
-            ended = self._unsaved[0]
-            try:
-                async with self.pool.acquire() as conn:
-                    saved = await calls_db.save_call(
-                        conn, ended.record, self.settings.phone_region, self.settings.suffix_match_digits,
-                        self.settings.hours, timedelta(minutes=self.settings.callback_minutes))
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                logger.error("call %s not saved yet (%s); %d waiting", ended.call_id, exc, len(self._unsaved))
-                asyncio.get_running_loop().call_later(SAVE_RETRY_SECONDS, self._retry_save)
-                return
-            self._unsaved.pop(0)
-            self.saved_calls += 1
-            for update in saved.missed_updates:
-                try:
-                    await self.notifier.call_event(update)
-                except Exception:
-                    logger.exception("notifier failed on a missed-call update")
-
-    async def _share_state(self, change: AgentStateChanged) -> None:
+    async def _share_states(self) -> None:
         """Routing on any node needs to know whose phone is busy: the lease holder publishes states."""
-        try:
-            await self._redis.hset(f"callboard:agents:{change.pbx}", change.extension, change.state)
-        except RedisError as exc:
-            logger.warning("agent state of %s not shared: %s", change.extension, exc)
+        pending, self._states_out = self._states_out, {}
+        for pbx, states in pending.items():
+            try:
+                await self._redis.hset(f"callboard:agents:{pbx}", mapping=states)
+            except RedisError as exc:
+                logger.warning("agent states of %s not shared: %s", pbx, exc)
 
     async def _read_shared_states(self) -> None:
         for name, lease in self.leases.items():
@@ -198,38 +208,21 @@ class TelephonyService:
                 raw = await self._redis.hgetall(f"callboard:agents:{name}")
                 self._shared_states[name] = {k.decode(): v.decode() for k, v in raw.items()}
 
-    async def _lead_for_unknown_caller(self, started: CallStarted) -> None:
-        """An unknown number becomes a lead as soon as its call appears (withheld numbers never do)."""
-        if not started.caller.startswith("+"):
-            return
-        created = False
+    async def _refresh_devices(self) -> None:
+        """Device names (SIP/150010001) → the users' extensions, for trackers that map them."""
         try:
-            async with self.pool.acquire() as conn:
-                if await find_caller(conn, started.caller, self.settings.phone_region,
-                                     self.settings.suffix_match_digits) is None:
-                    lead, created = await get_or_create_phone_lead(conn, started.caller, started.callee,
-                                                                   started.caller_name)
-            if created:
-                logger.info("new lead %d from a call of %s", lead.id, started.caller)
-                await self.notifier.call_event(NewLead(lead.id, f"New lead: call from {started.caller}"))
-        except (OSError, asyncpg.PostgresError) as exc:
-            # The call's end links the lead again (save_call), so nothing is lost.
-            logger.warning("lead for %s not created at call start: %s", started.caller, exc)
-
-    def _retry_save(self) -> None:
-        task = asyncio.create_task(self._save_pending())
-        self._tasks.append(task)
+            from crm.devices import list_device_map  # type: ignore[import-not-found]
+        except ImportError:
+            return
+        async with self.pool.acquire() as conn:
+            self._devices = await list_device_map(conn)
+        for tracker in self.trackers.values():
+            if hasattr(tracker, "set_devices"):
+                tracker.set_devices(self._devices)
 
     async def _flush(self) -> None:
-        if not self._journal:
-            return
         rows, self._journal = self._journal, []
-        try:
-            async with self.pool.acquire() as conn:
-                await calls_db.append_journal(conn, rows)
-        except (OSError, asyncpg.PostgresError) as exc:
-            logger.error("AMI journal not written (%s); keeping %d rows for the next try", exc, len(rows))
-            self._journal = rows + self._journal
+        self.writer.submit_journal(rows)
 
     async def _purge_journal(self) -> None:
         async with self.pool.acquire() as conn:
@@ -240,14 +233,41 @@ class TelephonyService:
     # ------------------------------------------------------------ what the web asks
 
     def pbx_status(self) -> dict[str, dict[str, object]]:
+        """Per PBX: the link's state, and whether this node reads it (`reading`) or stands by."""
         status = {}
         for name, c in self.connectors.items():
             state, detail = c.state.state, c.state.detail
-            if name in self.leases and not self.leases[name].holding:
-                state, detail = "standby", "another node holds this PBX's lease"
+            lease = self.leases.get(name)
+            if lease is not None and not lease.holding:
+                state, detail = "standby", ("another node holds this PBX's lease" if lease.redis_ok
+                                            else "Redis unreachable: cannot tell whether another node reads this PBX")
             status[name] = {"state": state, "detail": detail, "events": c.events,
+                            "reading": state == "connected",
                             "since": datetime.fromtimestamp(c.state.since, UTC).isoformat(timespec="seconds")}
+            if lease is not None:
+                status[name]["lease"] = {"holding": lease.holding, "generation": lease.generation}
         return status
+
+    def redis_status(self) -> str | None:
+        """None without Redis; 'ok' or 'unreachable' as the leases last heard it."""
+        if not self.leases:
+            return None
+        return "unreachable" if any(lease.redis_ok is False for lease in self.leases.values()) else "ok"
+
+    async def check_redis(self) -> str | None:
+        """None without Redis; whether it answers a PING now ('ok' / 'unreachable')."""
+        if self._redis is None:
+            return None
+        try:
+            async with asyncio.timeout(1):
+                await self._redis.ping()
+        except (RedisError, OSError, TimeoutError):
+            return "unreachable"
+        return "ok"
+
+    def writer_status(self) -> dict[str, object]:
+        return {"waiting": self.writer.waiting, "failures": self.writer.failures,
+                "last_error": self.writer.last_error if self.writer.failures else ""}
 
     def agent_states(self) -> dict[str, str]:
         merged: dict[str, str] = {}

@@ -1,4 +1,5 @@
-"""Liveness and readiness probes with JSON bodies."""
+"""Liveness and readiness probes with JSON bodies: /readyz says whether the database and Redis answer
+and, per PBX, whether this node reads it."""
 
 from __future__ import annotations
 
@@ -29,10 +30,17 @@ async def readyz(request: web.Request) -> web.Response:
         ready = False
     telephony = request.app.get(keys.TELEPHONY)
     if telephony is not None:
+        redis_state = await telephony.check_redis()
+        if redis_state is not None:
+            checks["redis"] = redis_state
         pbx_states = telephony.pbx_status()
         checks["pbx"] = pbx_states
-        if any(state["state"] not in ("connected", "standby") for state in pbx_states.values()):
-            ready = False
+        checks["writer"] = telephony.writer_status()
+        for state in pbx_states.values():
+            # Standing by is fine only while Redis answers: then another node demonstrably holds the
+            # lease. Without Redis this node cannot tell whether anyone reads the PBX.
+            if not (state["reading"] or (state["state"] == "standby" and redis_state == "ok")):
+                ready = False
     return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
                              status=200 if ready else 503)
 

@@ -6,20 +6,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 import socketio
 from aiohttp import web
 
-from crm import calls as calls_db
-from crm import deals as deals_db
-from crm import leads as leads_db
 from crm import users as users_db
+from crm.callers import CallerCard
 from crm.leads import NewLead
-from crm.matching import find_caller
 from crm.missed import MissedUpdate
 from crm.phones import format_phone
 from crm.settings import Settings
-from cti.calls import AgentRinging, AgentRingStopped, AgentStateChanged, CallAnswered, CallEnded, CallTransferred
+from cti.calls import (
+    AgentRinging,
+    AgentRingStopped,
+    AgentStateChanged,
+    CallAnswered,
+    CallEnded,
+    CallRecord,
+    CallTransferred,
+)
 from web import keys
 from web.auth import SESSION_COOKIE
 from web.deals import StuckDeal
@@ -71,119 +75,123 @@ def register_handlers(sio: socketio.AsyncServer, app: web.Application) -> None:
 
 
 class SocketNotifier:
-    """Implements cti.service.Notifier: one method per call event, emits to the right rooms only."""
+    """Implements cti.pipeline.CallNotifier: one method per event, emits to the right rooms only.
+    Runs no SQL: the caller's card comes from the pipeline."""
 
-    def __init__(self, sio: socketio.AsyncServer, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, sio: socketio.AsyncServer) -> None:
         self.sio = sio
-        self.pool = pool
-        self.settings = settings
         # Which extensions got a popup for which call, so updates reach exactly them.
         self.popped: dict[tuple[str, str], set[str]] = {}
 
-    async def call_event(self, event: object) -> None:
-        if isinstance(event, AgentRinging):
-            await self._popup(event)
-        elif isinstance(event, AgentRingStopped):
-            await self.sio.emit("popup_update", {"call_id": event.call_id, "state": "stopped",
-                                                 "answered_by": event.answered_by},
-                                room=extension_room(event.extension))
-        elif isinstance(event, CallAnswered):
-            for extension in self.popped.get((event.pbx, event.call_id), ()):
-                await self.sio.emit("popup_update", {"call_id": event.call_id, "state": "answered",
-                                                     "answered_by": event.extension},
-                                    room=extension_room(extension))
-        elif isinstance(event, CallTransferred):
-            for extension in self.popped.get((event.pbx, event.call_id), ()):
-                await self.sio.emit("popup_update", {"call_id": event.call_id, "state": "transferred",
-                                                     "answered_by": event.transfer.to},
-                                    room=extension_room(extension))
-        elif isinstance(event, CallEnded):
-            await self._ended(event)
-        elif isinstance(event, NewLead):
-            await self.sio.emit("task", {"text": event.text, "lead_id": event.lead_id}, room=BOARD_ROOM)
-        elif isinstance(event, StuckDeal):
-            body = {"text": f"Deal stuck at “{event.stage_name}”: {event.title}", "deal_id": event.deal_id}
-            if event.manager_id is not None:
-                await self.sio.emit("task", body, room=user_room(event.manager_id))
-            await self.sio.emit("task", body, room=BOARD_ROOM)
-        elif isinstance(event, MailReceived):
-            await self.sio.emit("task", {"text": event.text}, room=user_room(event.user_id))
-        elif isinstance(event, MissedUpdate):
-            body = {"row_id": event.row_id, "kind": event.kind}
-            await self.sio.emit("missed_changed", body, room=BOARD_ROOM)
-            if event.manager_id is not None:
-                await self.sio.emit("missed_changed", body, room=user_room(event.manager_id))
-            else:
-                await self.sio.emit("missed_changed", body, room=MANAGERS_ROOM)
-            if event.task_assignee_id is not None:
-                await self.sio.emit("task", {"row_id": event.row_id, "text": "New callback task"},
-                                    room=user_room(event.task_assignee_id))
-        elif isinstance(event, AgentStateChanged):
-            await self.sio.emit("agent_state", {"extension": event.extension, "state": event.state},
-                                room=BOARD_ROOM)
+    # ------------------------------------------------------------ call events
 
-    async def _popup(self, event: AgentRinging) -> None:
+    async def ringing(self, event: AgentRinging, card: CallerCard) -> None:
         self.popped.setdefault((event.pbx, event.call_id), set()).add(event.extension)
-        try:
-            payload = await self.popup_payload(event)
-        except (OSError, asyncpg.PostgresError) as exc:
-            # The phone rings now: a popup with the number alone beats no popup.
-            logger.warning("popup for %s without CRM data: %s", event.call_id, exc)
-            payload = {"call_id": event.call_id, "number": event.caller, "display": event.caller,
-                       "ringing_since": event.ts,
-                       "caller_name": event.caller_name, "direction": event.direction}
-        await self.sio.emit("popup", payload, room=extension_room(event.extension))
+        await self.sio.emit("popup", popup_payload(event, card), room=extension_room(event.extension))
 
-    async def popup_payload(self, event: AgentRinging) -> dict[str, Any]:
-        """What the ringing manager needs at a glance. Plain data: the browser renders it as text."""
-        number = event.caller
-        payload: dict[str, Any] = {
-            "call_id": event.call_id, "pbx": event.pbx, "number": number, "ringing_since": event.ts,
-            "display": format_phone(number) if number.startswith("+") else (number or "withheld"),
-            "caller_name": event.caller_name, "direction": event.direction, "originated": event.originated,
-            "contact": None, "company": None, "manager": None, "lead": None, "history": [], "deals": [],
-        }
-        if not number.startswith("+"):
-            return payload
-        async with self.pool.acquire() as conn:
-            match = await find_caller(conn, number, self.settings.phone_region, self.settings.suffix_match_digits)
-            if match is not None:
-                if match.contact_id:
-                    payload["contact"] = {"id": match.contact_id, "name": match.contact_name}
-                if match.company_id:
-                    payload["company"] = {"id": match.company_id, "name": match.company_name}
-                payload["manager"] = match.manager_name
-                history = await calls_db.list_party_calls(conn, match.contact_id, match.company_id, limit=5)
-                payload["deals"] = [{"id": d["id"], "title": d["title"], "stage": d["stage"]} for d in
-                                    await deals_db.open_deals_brief(conn, match.contact_id, match.company_id)]
-            else:
-                lead = await conn.fetchrow(leads_db.OPEN_LEAD_BY_PHONE, number)
-                if lead is not None:
-                    payload["lead"] = {"id": lead["id"], "status": lead["status"], "name": lead["name"]}
-                    history = await calls_db.list_lead_calls(conn, lead["id"], limit=5)
-                else:
-                    history = []
-        payload["history"] = [{"when": c.started_at.isoformat(), "kind": "call", "direction": c.direction,
-                               "outcome": c.outcome, "talk_seconds": c.talk_seconds, "who": c.user_name}
-                              for c in history]
-        return payload
+    async def ring_stopped(self, event: AgentRingStopped) -> None:
+        await self.sio.emit("popup_update", {"call_id": event.call_id, "state": "stopped",
+                                             "answered_by": event.answered_by},
+                            room=extension_room(event.extension))
 
-    async def _ended(self, event: CallEnded) -> None:
-        record = event.record
-        body = {"call_id": record.call_id, "outcome": record.outcome, "talk_seconds": record.talk_seconds,
-                "answered_by": record.answered_by}
+    async def answered(self, event: CallAnswered) -> None:
+        await self._update_popped(event.pbx, event.call_id, {"call_id": event.call_id, "state": "answered",
+                                                             "answered_by": event.extension})
+
+    async def transferred(self, event: CallTransferred) -> None:
+        await self._update_popped(event.pbx, event.call_id, {"call_id": event.call_id, "state": "transferred",
+                                                             "answered_by": event.transfer.to})
+
+    async def ended(self, event: CallEnded) -> None:
+        body = _ended_body(event.record)
         for extension in self.popped.pop((event.pbx, event.call_id), ()):
             await self.sio.emit("popup_update", {**body, "state": "ended"}, room=extension_room(extension))
-        # "My calls" and the board refresh their rows from the API: only ids travel here.
+
+    async def call_logged(self, record: CallRecord, call_row_id: int) -> None:
+        """The row is in the call log now: "My calls" and the board refresh from the API (ids only)."""
+        body = {**_ended_body(record), "id": call_row_id}
         owners = {record.answered_by, record.caller if record.direction != "inbound" else None} - {None}
         for extension in owners:
             await self.sio.emit("call_logged", body, room=extension_room(extension))
         await self.sio.emit("call_logged", body, room=BOARD_ROOM)
 
+    async def agent_state(self, event: AgentStateChanged) -> None:
+        await self.sio.emit("agent_state", {"extension": event.extension, "state": event.state}, room=BOARD_ROOM)
+
+    async def new_lead(self, event: NewLead) -> None:
+        await self.sio.emit("task", {"text": event.text, "lead_id": event.lead_id}, room=BOARD_ROOM)
+
+    async def missed_changed(self, event: MissedUpdate) -> None:
+        body = {"row_id": event.row_id, "kind": event.kind}
+        await self.sio.emit("missed_changed", body, room=BOARD_ROOM)
+        if event.manager_id is not None:
+            await self.sio.emit("missed_changed", body, room=user_room(event.manager_id))
+        else:
+            await self.sio.emit("missed_changed", body, room=MANAGERS_ROOM)
+        if event.task_assignee_id is not None:
+            await self.sio.emit("task", {"row_id": event.row_id, "text": "New callback task"},
+                                room=user_room(event.task_assignee_id))
+
+    # ------------------------------------------------------------ other domain events
+
+    async def stuck_deal(self, event: StuckDeal) -> None:
+        body = {"text": f"Deal stuck at “{event.stage_name}”: {event.title}", "deal_id": event.deal_id}
+        if event.manager_id is not None:
+            await self.sio.emit("task", body, room=user_room(event.manager_id))
+        await self.sio.emit("task", body, room=BOARD_ROOM)
+
+    async def mail_received(self, event: MailReceived) -> None:
+        await self.sio.emit("task", {"text": event.text}, room=user_room(event.user_id))
+
+    async def call_event(self, event: object) -> None:
+        """For the web doors that hand over any domain event (deals, mail, missed board)."""
+        if isinstance(event, AgentRinging):
+            await self.ringing(event, CallerCard(event.caller))
+        elif isinstance(event, NewLead):
+            await self.new_lead(event)
+        elif isinstance(event, MissedUpdate):
+            await self.missed_changed(event)
+        elif isinstance(event, StuckDeal):
+            await self.stuck_deal(event)
+        elif isinstance(event, MailReceived):
+            await self.mail_received(event)
+        elif isinstance(event, AgentStateChanged):
+            await self.agent_state(event)
+        else:
+            logger.debug("no live push for %s", type(event).__name__)
+
+    async def _update_popped(self, pbx: str, call_id: str, body: dict[str, Any]) -> None:
+        for extension in self.popped.get((pbx, call_id), ()):
+            await self.sio.emit("popup_update", body, room=extension_room(extension))
+
+
+def _ended_body(record: CallRecord) -> dict[str, Any]:
+    return {"call_id": record.call_id, "outcome": record.outcome, "talk_seconds": record.talk_seconds,
+            "answered_by": record.answered_by}
+
+
+def popup_payload(event: AgentRinging, card: CallerCard) -> dict[str, Any]:
+    """What the ringing manager needs at a glance. Plain data: the browser renders it as text."""
+    number = event.caller
+    match = card.match
+    return {
+        "call_id": event.call_id, "pbx": event.pbx, "number": number, "ringing_since": event.ts,
+        "display": format_phone(number) if number.startswith("+") else (number or "withheld"),
+        "caller_name": event.caller_name, "direction": event.direction, "originated": event.originated,
+        "contact": {"id": match.contact_id, "name": match.contact_name} if match and match.contact_id else None,
+        "company": {"id": match.company_id, "name": match.company_name} if match and match.company_id else None,
+        "manager": match.manager_name if match else None,
+        "lead": {"id": card.lead.id, "status": card.lead.status, "name": card.lead.name} if card.lead else None,
+        "history": [{"when": c.when.isoformat(), "kind": "call", "direction": c.direction, "outcome": c.outcome,
+                     "talk_seconds": c.talk_seconds, "who": c.who} for c in card.history],
+        "deals": [{"id": d.id, "title": d.title, "stage": d.stage} for d in card.deals],
+        "complete": card.complete,
+    }
+
 
 def setup(app: web.Application) -> None:
     sio = create_sio(app[keys.SETTINGS])
     app[keys.SIO] = sio
-    app[keys.NOTIFIER] = SocketNotifier(sio, app[keys.POOL], app[keys.SETTINGS])
+    app[keys.NOTIFIER] = SocketNotifier(sio)
     register_handlers(sio, app)
     sio.attach(app)

@@ -172,6 +172,7 @@ INSERT_JOURNAL = "INSERT INTO ami_journal (pbx, received_at, linkedid, raw) VALU
 CLAIM_JOURNAL_BATCH = "INSERT INTO ami_journal_batches (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"
 DELETE_OLD_BATCHES = "DELETE FROM ami_journal_batches WHERE written_at < $1"
 SELECT_JOURNAL = "SELECT raw FROM ami_journal WHERE pbx = $1 AND linkedid = $2 ORDER BY id"
+LAST_JOURNAL_TIME = "SELECT max(received_at) FROM ami_journal WHERE pbx = $1"
 DELETE_OLD_JOURNAL = "DELETE FROM ami_journal WHERE received_at < $1"
 
 
@@ -315,6 +316,11 @@ async def append_journal(conn: asyncpg.Connection, rows: Sequence[tuple[str, dat
 
 async def read_journal(conn: asyncpg.Connection, pbx: str, linkedid: str) -> list[str]:
     return [row["raw"] for row in await conn.fetch(SELECT_JOURNAL, pbx, linkedid)]
+
+
+async def last_journal_time(conn: asyncpg.Connection, pbx: str) -> datetime | None:
+    """When this PBX last sent us an event the model kept (the start of a restart's gap)."""
+    return await conn.fetchval(LAST_JOURNAL_TIME, pbx)
 
 
 async def purge_journal(conn: asyncpg.Connection, keep: timedelta, now: datetime) -> int:

@@ -342,6 +342,15 @@ class CallTracker:
     def live_calls(self) -> list[Call]:
         return list(self.calls.values())
 
+    @property
+    def resyncing(self) -> bool:
+        """After a new AMI session, until CoreShowChannelsComplete."""
+        return self._resyncing
+
+    def known_call_ids(self) -> set[str]:
+        """Calls live now or finished lately (merged consultation calls included)."""
+        return set(self.calls) | set(self._finished) | set(self._merged)
+
     # ------------------------------------------------------------ who is a person's phone
 
     def _classify(self, channel: ChannelInfo, first: bool) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import secrets
 import socket
 import time
@@ -20,11 +19,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from crm import calls as calls_db
+from crm.devices import watch_device_map
 from crm.routing_index import RoutingIndex
 from crm.settings import PbxSettings, Settings
 from cti import events as ev
 from cti.ami import AmiConnector
-from cti.calls import AgentStateChanged, CallTracker, DirectionRules
+from cti.backfill import backfill
+from cti.calls import AgentStateChanged, CallEnded, CallTracker, DirectionRules
 from cti.lease import PbxLease
 from cti.pipeline import CallNotifier, CallPipeline, QuietNotifier
 from cti.writer import CallWriter
@@ -35,7 +36,9 @@ logger = logging.getLogger(__name__)
 
 JOURNAL_FLUSH_SECONDS = 1.0
 JOURNAL_KEEP = timedelta(days=14)
-DEVICES_REFRESH_SECONDS = 30.0
+# How long a backfill waits for the resync, and how old a gap a restart still backfills.
+RESYNC_WAIT_SECONDS = 15.0
+BACKFILL_HORIZON = 24 * 3600.0
 STATES_SHARE_SECONDS = 0.25
 
 
@@ -78,6 +81,7 @@ class TelephonyService:
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._journal: list[tuple[str, datetime, str | None, str]] = []
         self._tasks: list[asyncio.Task] = []
+        self._backfills: set[asyncio.Task] = set()
 
     @property
     def saved_calls(self) -> int:
@@ -93,7 +97,9 @@ class TelephonyService:
 
         def sink(pbx: str, event: ev.AmiEvent, raw: str) -> None:
             self.queue.put_nowait((pbx, epoch, event, raw))
-        return self.connector_factory(self.pbxes[name], sink)
+        connector = self.connector_factory(self.pbxes[name], sink)
+        connector.on_outage = self._on_outage
+        return connector
 
     # The synchronous sink panoramisk's callback path calls: order is kept by the queue.
     def sink(self, pbx: str, event: ev.AmiEvent, raw: str) -> None:
@@ -104,8 +110,7 @@ class TelephonyService:
         self._tasks = [asyncio.create_task(self._consume(), name="ami-consumer"),
                        asyncio.create_task(self._every(JOURNAL_FLUSH_SECONDS, self._flush), name="ami-journal"),
                        asyncio.create_task(self._every(3600, self._purge_journal), name="journal-retention"),
-                       asyncio.create_task(self._every(DEVICES_REFRESH_SECONDS, self._refresh_devices, at_once=True),
-                                           name="device-map")]
+                       asyncio.create_task(watch_device_map(self.pool, self._set_devices), name="device-map")]
         if self.settings.redis_url and self.pbxes:
             # Several nodes: each PBX is consumed by the node holding its lease, the others stand by.
             self._redis = aioredis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -118,10 +123,12 @@ class TelephonyService:
         else:
             for connector in self.connectors.values():
                 await connector.start()
+        self._tasks += [asyncio.create_task(self._backfill_after_restart(name), name=f"backfill-start-{name}")
+                        for name in self.pbxes]
 
     def _fresh_tracker(self, name: str) -> None:
         self.trackers[name] = CallTracker(name, self.rules)
-        if self._devices is not None and hasattr(self.trackers[name], "set_devices"):
+        if self._devices is not None:
             self.trackers[name].set_devices(self._devices)
 
     def _acquired(self, name: str):
@@ -149,9 +156,9 @@ class TelephonyService:
         for connector in self.connectors.values():
             await connector.close()
         await self.drain()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._backfills]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._backfills, return_exceptions=True)
         await self._flush()
         await self.pipeline.stop()
         await self.writer.stop()
@@ -208,17 +215,46 @@ class TelephonyService:
                 raw = await self._redis.hgetall(f"callboard:agents:{name}")
                 self._shared_states[name] = {k.decode(): v.decode() for k, v in raw.items()}
 
-    async def _refresh_devices(self) -> None:
-        """Device names (SIP/150010001) → the users' extensions, for trackers that map them."""
-        try:
-            from crm.devices import list_device_map  # type: ignore[import-not-found]
-        except ImportError:
+    def _set_devices(self, devices: dict[str, str]) -> None:
+        """Device names (SIP/150010001) → the users' extensions; called at start and on every change."""
+        self._devices = devices
+        for tracker in self.trackers.values():
+            tracker.set_devices(devices)
+
+    # ------------------------------------------------------------ calls that happened while we were away
+
+    def _on_outage(self, pbx: str, lost: float, back: float) -> None:
+        """The link to a PBX was down from `lost` to `back`: the PBX's CDR may hold the calls of the gap."""
+        if not (self.settings.cdr_url or self.settings.cdr_csv):
+            return
+        task = asyncio.create_task(self._backfill(pbx, lost, back), name=f"backfill-{pbx}")
+        self._backfills.add(task)
+        task.add_done_callback(self._backfills.discard)
+
+    async def _backfill_after_restart(self, pbx: str) -> None:
+        """After a restart (or a kill -9) the gap starts at the last event this PBX sent us."""
+        if not (self.settings.cdr_url or self.settings.cdr_csv):
             return
         async with self.pool.acquire() as conn:
-            self._devices = await list_device_map(conn)
-        for tracker in self.trackers.values():
-            if hasattr(tracker, "set_devices"):
-                tracker.set_devices(self._devices)
+            last = await calls_db.last_journal_time(conn, pbx)
+        if last is None or time.time() - last.timestamp() > BACKFILL_HORIZON:
+            return
+        deadline = time.monotonic() + 60
+        while self.connectors[pbx].state.state != "connected" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await self._backfill(pbx, last.timestamp(), time.time())
+
+    async def _backfill(self, pbx: str, lost: float, back: float) -> None:
+        # Wait for the resync first: calls still live, or known, are the tracker's, never the CDR's.
+        deadline = time.monotonic() + RESYNC_WAIT_SECONDS
+        while self.trackers[pbx].resyncing and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        records = await backfill(self.settings, pbx, lost, back, self.trackers[pbx].known_call_ids())
+        if records:
+            lease = self.leases.get(pbx)
+            self.pipeline.apply(pbx, [CallEnded(pbx, r.call_id, r.ended_at or back, r) for r in records],
+                                lease.generation if lease is not None else 0)
+            logger.info("%s: %d call(s) of the outage backfilled from the CDR", pbx, len(records))
 
     async def _flush(self) -> None:
         rows, self._journal = self._journal, []
@@ -288,20 +324,3 @@ class TelephonyService:
 
     def default_pbx(self) -> str | None:
         return next(iter(self.connectors), None)
-
-    async def originate(self, pbx: str, extension: str, number: str, caller_name: str) -> str:
-        """Click-to-call: ring the agent's phone, then dial the number from it (outbound context)."""
-        connector = self.connectors.get(pbx)
-        if connector is None:
-            raise LookupError(f"no PBX named {pbx!r}")
-        # Everything below goes into an AMI action: no line breaks, no header smuggling.
-        if not re.fullmatch(r"\d{2,6}", extension) or not re.fullmatch(r"\+?\d{3,20}", number):
-            raise ValueError("extension must be 2-6 digits and the number 3-20 digits")
-        caller_name = re.sub(r'[\r\n"<>\\]', "", caller_name)[:40]
-        action_id = f"c2c-{extension}-{int(time.time() * 1000)}"
-        channel = self.settings.originate_channel.format(extension=extension)
-        response = await connector.originate(channel, self.settings.outbound_context, number,
-                                             f'"{caller_name}" <{extension}>', action_id=action_id)
-        if not response.success:
-            raise ConnectionError(response.get("Message", "the PBX refused the call"))
-        return action_id

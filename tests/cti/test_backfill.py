@@ -80,7 +80,7 @@ FIRST = CallRecord(
                     ts("2026-11-23 15:34:14"), None),
           LegRecord("cdr:1795448049.0:PJSIP/101-00000001", "PJSIP/101-00000001", "agent", "101",
                     ts("2026-11-23 15:34:09"), ts("2026-11-23 15:34:11"), ts("2026-11-23 15:34:14"), None)),
-    recovered=True, originated=False)
+    recovered=True, originated=False, backfilled=True)
 
 
 async def test_master_csv_gives_the_calls_of_the_gap_and_skips_what_it_cannot_read(settings, tmp_path, caplog):

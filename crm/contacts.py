@@ -180,6 +180,14 @@ def _party(kind: Kind, row: asyncpg.Record, phones=(), emails=()) -> Party:
     )
 
 
+def clean_email(email: str | None) -> str:
+    """Lower-cased and checked; empty stays empty."""
+    email = (email or "").strip().lower()
+    if email and (len(email) > 254 or not _EMAIL_RE.fullmatch(email)):
+        raise ValidationError("email", f"{email!r} is not an e-mail address")
+    return email
+
+
 def clean_input(data: PartyInput, region: str) -> tuple[PartyInput, list[tuple[str, str | None, str, str]]]:
     """Validate; return the input with tidy text and the parsed phones (e164, ext, raw, label)."""
     name = (data.name or "").strip()
@@ -200,12 +208,8 @@ def clean_input(data: PartyInput, region: str) -> tuple[PartyInput, list[tuple[s
         phones.append((phone.e164, phone.extension, raw.strip(), (label or "").strip()[:40]))
     emails = []
     for email in data.emails:
-        email = (email or "").strip().lower()
-        if not email:
-            continue
-        if len(email) > 254 or not _EMAIL_RE.fullmatch(email):
-            raise ValidationError("email", f"{email!r} is not an e-mail address")
-        if email not in emails:
+        email = clean_email(email)
+        if email and email not in emails:
             emails.append(email)
     tax_id = (data.tax_id or "").strip() or None
     if tax_id is not None and not re.fullmatch(r"[0-9A-Za-z-]{4,20}", tax_id):

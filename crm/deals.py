@@ -239,15 +239,19 @@ def _probability(value) -> int:
     return probability
 
 
-async def _check_parties(conn: asyncpg.Connection, viewer: User, contact_id: int | None, company_id: int | None,
-                         lead_id: int | None) -> None:
-    """A deal names only people the viewer may see; otherwise NotFound, which says nothing of the other's."""
-    if contact_id is not None:
-        await contacts.get_party(conn, viewer, "contact", contact_id)
+async def _parties(conn: asyncpg.Connection, viewer: User, contact_id: int | None, company_id: int | None,
+                   lead_id: int | None) -> tuple[int | None, int | None]:
+    """The deal's contact and company: named ones must be visible to the viewer (NotFound otherwise,
+    which names nobody); missing ones come from the contact or the lead."""
+    contact = await contacts.get_party(conn, viewer, "contact", contact_id) if contact_id is not None else None
     if company_id is not None:
         await contacts.get_party(conn, viewer, "company", company_id)
-    if lead_id is not None:
-        await get_lead(conn, viewer, lead_id)
+    lead = await get_lead(conn, viewer, lead_id) if lead_id is not None else None
+    if contact_id is None and lead is not None:
+        contact_id = lead.contact_id
+    if company_id is None:
+        company_id = (contact.company_id if contact else None) or (lead.company_id if lead else None)
+    return contact_id, company_id
 
 
 async def create_deal(conn: asyncpg.Connection, viewer: User, title: str, now: datetime, *,
@@ -262,7 +266,7 @@ async def create_deal(conn: asyncpg.Connection, viewer: User, title: str, now: d
     manager_id = (manager_id if viewer.sees_everything else None) or viewer.id
     if manager_id != viewer.id and not await conn.fetchval(DEAL_OWNER, manager_id):
         raise ValidationError("manager_id", "no active manager with this id")
-    await _check_parties(conn, viewer, contact_id, company_id, lead_id)
+    contact_id, company_id = await _parties(conn, viewer, contact_id, company_id, lead_id)
     stages = await list_stages(conn)
     async with conn.transaction():
         deal_id = await conn.fetchval(INSERT_DEAL, title[:200], contact_id, company_id, lead_id, manager_id,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from crm.contacts import PartyInput, create_party
+from crm.contacts import PartyInput, clean_email, create_party
 from crm.errors import Conflict, Forbidden, NotFound, ValidationError
 from crm.phones import format_phone
 from crm.users import User
@@ -309,7 +309,7 @@ async def create_manual_lead(conn: asyncpg.Connection, viewer: User, name: str, 
         raise ValidationError("name", "give at least a name, a phone or an e-mail")
     manager_id = None if viewer.sees_everything else viewer.id
     try:
-        lead_id = await conn.fetchval(INSERT_MANUAL_LEAD, phone_e164, (email or "").lower() or None, name[:200],
+        lead_id = await conn.fetchval(INSERT_MANUAL_LEAD, phone_e164, clean_email(email) or None, name[:200],
                                       company_name[:200], message[:2000], manager_id)
     except asyncpg.UniqueViolationError as exc:
         raise Conflict("this person already has an open lead") from exc

@@ -21,6 +21,16 @@ async def people(factory):
             "manager1": await factory.user("manager1", extension="101")}
 
 
+async def slow_writes(conn: asyncpg.Connection, *tables: str, seconds: float = 0.2) -> None:
+    """Make each insert or update of these tables take a while, so the first of two clicks is still
+    inside its transaction when the second reads: the race happens every run, not now and then."""
+    await conn.execute(f"""CREATE OR REPLACE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS
+        'BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END'""")
+    for table in tables:
+        await conn.execute(f"CREATE TRIGGER slow_write BEFORE INSERT OR UPDATE ON {table} "
+                           "FOR EACH ROW EXECUTE FUNCTION slow_write()")
+
+
 async def twice(pool: asyncpg.Pool, action: Callable[[asyncpg.Connection], Awaitable]) -> list:
     """Run `action` twice at once, each on its own pooled connection; results or the domain errors raised."""
     async def one():
@@ -55,6 +65,7 @@ async def movements(conn, product_id: int) -> list[tuple[str, Decimal]]:
 
 async def test_reserve_twice_at_once_reserves_the_line_once(pool, conn, people):
     product, deal, item = await deal_with_line(conn, people, on_hand=20, wanted=5)
+    await slow_writes(conn, "stock_movements")
     results = await twice(pool, lambda c: deals.reserve_items(c, people["manager1"], deal.id, NOW))
     assert outcomes(results) == ["ok", "ok"]
     (item,) = await deals.list_items(conn, deal.id)
@@ -65,6 +76,7 @@ async def test_reserve_twice_at_once_reserves_the_line_once(pool, conn, people):
 
 async def test_reserve_twice_at_once_orders_the_shortfall_once(pool, conn, people):
     product, deal, item = await deal_with_line(conn, people, on_hand=2, wanted=5)
+    await slow_writes(conn, "stock_movements")
     await twice(pool, lambda c: deals.reserve_items(c, people["manager1"], deal.id, NOW))
     (item,) = await deals.list_items(conn, deal.id)
     assert (item.reserved, item.in_production, item.ordered) == (2, 0, 3)
@@ -73,6 +85,7 @@ async def test_reserve_twice_at_once_orders_the_shortfall_once(pool, conn, peopl
 
 async def test_stage_change_with_reservation_twice_at_once_moves_and_reserves_once(pool, conn, people):
     product, deal, item = await deal_with_line(conn, people, on_hand=20, wanted=5)
+    await slow_writes(conn, "deal_stage_history", "stock_movements")
     results = await twice(pool, lambda c: deals.move_stage(c, people["manager1"], deal.id, "reservation", NOW))
     assert outcomes(results) == ["ok", "ok"]
     history = await deals.stage_history(conn, deal.id)
@@ -85,6 +98,7 @@ async def test_stage_change_with_reservation_twice_at_once_moves_and_reserves_on
 async def test_ship_twice_at_once_ships_the_reserved_quantity_once(pool, conn, people):
     product, deal, item = await deal_with_line(conn, people, on_hand=20, wanted=5)
     await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
+    await slow_writes(conn, "stock_movements")
     results = await twice(pool, lambda c: deals.ship_item(c, people["manager1"], deal.id, item.id, NOW))
     assert outcomes(results) == ["Conflict", "ok"]
     (item,) = await deals.list_items(conn, deal.id)
@@ -100,6 +114,7 @@ async def test_release_twice_at_once_frees_the_item_once_and_keeps_other_reserva
     await deals.add_item(conn, people["head"], other.id, product.id, 5)
     await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
     await deals.reserve_items(conn, people["head"], other.id, NOW)
+    await slow_writes(conn, "stock_movements")
     results = await twice(pool, lambda c: stock.release(c, item.id, product.id, NOW))
     assert sorted(results) == [0, 5]
     balance = await stock.balance(conn, product.id)
@@ -112,6 +127,7 @@ async def test_remove_item_twice_at_once_releases_once(pool, conn, people):
     await deals.add_item(conn, people["head"], other.id, product.id, 5)
     await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
     await deals.reserve_items(conn, people["head"], other.id, NOW)
+    await slow_writes(conn, "stock_movements")
     results = await twice(pool, lambda c: deals.remove_item(c, people["manager1"], deal.id, item.id, NOW))
     assert outcomes(results) == ["NotFound", "ok"]
     assert (await stock.balance(conn, product.id)).reserved == 5
@@ -124,6 +140,7 @@ async def test_losing_a_deal_twice_at_once_releases_and_closes_once(pool, conn, 
     await deals.add_item(conn, people["head"], other.id, product.id, 5)
     await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
     await deals.reserve_items(conn, people["head"], other.id, NOW)
+    await slow_writes(conn, "stock_movements", "deals")
     results = await twice(pool, lambda c: deals.close_deal(c, people["manager1"], deal.id, "lost", "price", NOW))
     assert outcomes(results) == ["Conflict", "ok"]
     assert (await stock.balance(conn, product.id)).reserved == 5
@@ -134,6 +151,7 @@ async def test_an_order_received_twice_at_once_enters_stock_once(pool, conn, peo
     product, deal, item = await deal_with_line(conn, people, on_hand=0, wanted=3, made_in_house=True)
     await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
     (order,) = await deals.list_orders(conn, deal.id)
+    await slow_writes(conn, "stock_movements")
     results = await twice(pool, lambda c: deals.complete_order(c, people["manager1"], deal.id, "production",
                                                                order["id"], NOW))
     assert outcomes(results) == ["NotFound", "ok"]
@@ -144,6 +162,7 @@ async def test_an_order_received_twice_at_once_enters_stock_once(pool, conn, peo
 async def test_write_off_twice_at_once_never_takes_more_than_on_hand(pool, conn, people):
     product = await stock.create_product(conn, "SEAL", "Seal", "set", 10, None, False)
     await stock.receive(conn, product.id, 5, NOW)
+    await slow_writes(conn, "stock_movements")
     results = await twice(pool, lambda c: stock.ship(c, product.id, 3, NOW, kind="write_off"))
     assert outcomes(results) == ["Conflict", "ok"]
     assert (await stock.balance(conn, product.id)).on_hand == 2
@@ -157,6 +176,7 @@ async def qualified_lead(conn, people):
 
 async def test_convert_twice_at_once_makes_one_contact_and_one_company(pool, conn, people):
     lead = await qualified_lead(conn, people)
+    await slow_writes(conn, "contacts")
     results = await twice(pool, lambda c: leads_db.convert_lead(c, people["manager1"], lead.id, "Olga Smirnova",
                                                                 "Uralmash", "RU"))
     assert outcomes(results) == ["Conflict", "ok"]
@@ -170,6 +190,7 @@ async def test_convert_twice_at_once_makes_one_contact_and_one_company(pool, con
 
 async def test_junk_twice_at_once_junks_once(pool, conn, people):
     lead = await qualified_lead(conn, people)
+    await slow_writes(conn, "leads")
     results = await twice(pool, lambda c: leads_db.junk_lead(c, people["manager1"], lead.id, "robocall"))
     assert outcomes(results) == ["Conflict", "ok"]
     assert (await leads_db.get_lead(conn, people["head"], lead.id)).status == "junk"
@@ -178,6 +199,7 @@ async def test_junk_twice_at_once_junks_once(pool, conn, people):
 async def test_assign_and_convert_at_once_never_reassign_a_converted_lead(pool, conn, factory, people):
     lead = await qualified_lead(conn, people)
     manager2 = await factory.user("manager2", extension="102")
+    await slow_writes(conn, "contacts")
     async with pool.acquire() as a, pool.acquire() as b:
         results = await asyncio.gather(
             leads_db.convert_lead(a, people["head"], lead.id, "Olga", "", "RU"),
@@ -195,6 +217,7 @@ async def test_two_saves_of_one_contact_at_once_both_answer_and_keep_one_set_of_
     contact = await contacts.create_party(conn, people["manager1"], "contact",
                                           PartyInput(name="Olga", phones=[("+79161112233", "")]), "RU")
     data = PartyInput(name="Olga S", phones=[("+79161112233", "work")], emails=["olga@example.com"])
+    await slow_writes(conn, "phones")
     results = await twice(pool, lambda c: contacts.update_party(c, people["manager1"], "contact", contact.id,
                                                                 data, "RU"))
     assert outcomes(results) == ["ok", "ok"]

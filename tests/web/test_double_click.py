@@ -77,3 +77,16 @@ async def test_convert_clicked_twice_makes_one_contact_and_one_deal(client, conn
     assert [r["name"] for r in await conn.fetch("SELECT name FROM companies")] == ["Uralmash"]
     deals = (await (await client.get("/api/deals")).json())["items"]
     assert [(d["title"], d["lead_id"]) for d in deals] == [("Reducers", lead.id)]
+
+
+async def test_an_edit_from_a_stale_copy_answers_409_and_keeps_the_newer_save(client, factory):
+    manager = await factory.user("manager1", extension="101")
+    contact = await factory.contact("Olga", manager)
+    csrf = await login(client, "manager1")
+    path = f"/api/contacts/{contact.id}"
+    loaded = await (await client.get(path)).json()
+    saved = await client.put(path, headers=csrf_headers(csrf), json={"name": "Olga S", "version": loaded["version"]})
+    assert (saved.status, (await saved.json())["version"]) == (200, loaded["version"] + 1)
+    stale = await client.put(path, headers=csrf_headers(csrf), json={"name": "Olga K", "version": loaded["version"]})
+    assert stale.status == 409 and "changed by someone else" in (await stale.json())["error"]["message"]
+    assert (await (await client.get(path)).json())["name"] == "Olga S"

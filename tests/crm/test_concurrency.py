@@ -57,6 +57,17 @@ async def deal_with_line(conn, people, on_hand: int, wanted: int, made_in_house:
     return product, deal, item
 
 
+async def beside_another_deal(conn, people, on_hand: int = 10, reserve_mine: bool = True):
+    """Our line of 5 and another deal's line of 5 of the same product, the other's reserved (and ours)."""
+    product, deal, item = await deal_with_line(conn, people, on_hand=on_hand, wanted=5)
+    other = await deals.create_deal(conn, people["head"], "Other", NOW, manager_id=people["manager1"].id)
+    await deals.add_item(conn, people["head"], other.id, product.id, 5)
+    if reserve_mine:
+        await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
+    await deals.reserve_items(conn, people["head"], other.id, NOW)
+    return product, deal, item
+
+
 async def movements(conn, product_id: int) -> list[tuple[str, Decimal]]:
     rows = await conn.fetch("SELECT kind, quantity FROM stock_movements WHERE product_id = $1 ORDER BY id",
                             product_id)
@@ -109,11 +120,7 @@ async def test_ship_twice_at_once_ships_the_reserved_quantity_once(pool, conn, p
 
 
 async def test_release_twice_at_once_frees_the_item_once_and_keeps_other_reservations(pool, conn, people):
-    product, deal, item = await deal_with_line(conn, people, on_hand=10, wanted=5)
-    other = await deals.create_deal(conn, people["head"], "Other", NOW, manager_id=people["manager1"].id)
-    await deals.add_item(conn, people["head"], other.id, product.id, 5)
-    await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
-    await deals.reserve_items(conn, people["head"], other.id, NOW)
+    product, deal, item = await beside_another_deal(conn, people)
     await slow_writes(conn, "stock_movements")
     results = await twice(pool, lambda c: stock.release(c, item.id, product.id, NOW))
     assert sorted(results) == [0, 5]
@@ -122,11 +129,7 @@ async def test_release_twice_at_once_frees_the_item_once_and_keeps_other_reserva
 
 
 async def test_remove_item_twice_at_once_releases_once(pool, conn, people):
-    product, deal, item = await deal_with_line(conn, people, on_hand=10, wanted=5)
-    other = await deals.create_deal(conn, people["head"], "Other", NOW, manager_id=people["manager1"].id)
-    await deals.add_item(conn, people["head"], other.id, product.id, 5)
-    await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
-    await deals.reserve_items(conn, people["head"], other.id, NOW)
+    product, deal, item = await beside_another_deal(conn, people)
     await slow_writes(conn, "stock_movements")
     results = await twice(pool, lambda c: deals.remove_item(c, people["manager1"], deal.id, item.id, NOW))
     assert outcomes(results) == ["NotFound", "ok"]
@@ -135,11 +138,7 @@ async def test_remove_item_twice_at_once_releases_once(pool, conn, people):
 
 
 async def test_losing_a_deal_twice_at_once_releases_and_closes_once(pool, conn, people):
-    product, deal, item = await deal_with_line(conn, people, on_hand=10, wanted=5)
-    other = await deals.create_deal(conn, people["head"], "Other", NOW, manager_id=people["manager1"].id)
-    await deals.add_item(conn, people["head"], other.id, product.id, 5)
-    await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
-    await deals.reserve_items(conn, people["head"], other.id, NOW)
+    product, deal, item = await beside_another_deal(conn, people)
     await slow_writes(conn, "stock_movements", "deals")
     results = await twice(pool, lambda c: deals.close_deal(c, people["manager1"], deal.id, "lost", "price", NOW))
     assert outcomes(results) == ["Conflict", "ok"]
@@ -237,10 +236,7 @@ async def test_a_save_from_a_stale_form_is_refused_and_overwrites_nothing(conn, 
 
 
 async def test_shipping_against_an_item_never_takes_another_deals_reservation(conn, people):
-    product, deal, item = await deal_with_line(conn, people, on_hand=6, wanted=5)
-    other = await deals.create_deal(conn, people["head"], "Other", NOW, manager_id=people["manager1"].id)
-    await deals.add_item(conn, people["head"], other.id, product.id, 5)
-    await deals.reserve_items(conn, people["head"], other.id, NOW)
+    product, deal, item = await beside_another_deal(conn, people, on_hand=6, reserve_mine=False)
     with pytest.raises(errors.Conflict):
         await stock.ship(conn, product.id, 2, NOW, deal_item_id=item.id)
     await stock.ship(conn, product.id, 1, NOW, deal_item_id=item.id)

@@ -8,7 +8,7 @@ from typing import Literal
 
 import asyncpg
 
-from crm.errors import Forbidden, NotFound, ValidationError
+from crm.errors import Conflict, Forbidden, NotFound, ValidationError
 from crm.phones import format_phone, parse_phone
 from crm.users import User
 
@@ -42,6 +42,7 @@ class Party:
     tax_id: str | None = None
     phones: tuple[PhoneEntry, ...] = ()
     emails: tuple[str, ...] = ()
+    version: int = 1
 
 
 @dataclass(slots=True)
@@ -64,13 +65,13 @@ _VISIBLE = "($2::bigint IS NULL OR p.manager_id = $2 OR p.manager_id IS NULL)"
 
 SELECT_CONTACT = f"""
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
-       c.name AS company_name, NULL::text AS tax_id
+       c.name AS company_name, NULL::text AS tax_id, p.version
 FROM contacts p LEFT JOIN users u ON u.id = p.manager_id LEFT JOIN companies c ON c.id = p.company_id
 WHERE p.id = $1 AND {_VISIBLE}
 """
 SELECT_COMPANY = f"""
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, NULL::bigint AS company_id,
-       NULL::text AS company_name, p.tax_id
+       NULL::text AS company_name, p.tax_id, p.version
 FROM companies p LEFT JOIN users u ON u.id = p.manager_id
 WHERE p.id = $1 AND {_VISIBLE}
 """
@@ -100,12 +101,22 @@ INSERT_EMAIL = {
 }
 INSERT_CONTACT = "INSERT INTO contacts (name, company_id, manager_id, notes) VALUES ($1, $2, $3, $4) RETURNING id"
 UPDATE_CONTACT = """
-UPDATE contacts SET name = $2, company_id = $3, manager_id = $4, notes = $5, updated_at = now() WHERE id = $1
+UPDATE contacts SET name = $2, company_id = $3, manager_id = $4, notes = $5, version = version + 1,
+       updated_at = now()
+WHERE id = $1
 """
 INSERT_COMPANY = "INSERT INTO companies (name, tax_id, manager_id, notes) VALUES ($1, $2, $3, $4) RETURNING id"
 UPDATE_COMPANY = """
-UPDATE companies SET name = $2, tax_id = $3, manager_id = $4, notes = $5, updated_at = now() WHERE id = $1
+UPDATE companies SET name = $2, tax_id = $3, manager_id = $4, notes = $5, version = version + 1,
+       updated_at = now()
+WHERE id = $1
 """
+# An edit claims the row before it reads the current values and rewrites the phones and e-mails:
+# two saves at once then run one after the other instead of colliding on the unique phone index.
+LOCK_PARTY = {
+    "contact": "SELECT version FROM contacts WHERE id = $1 FOR UPDATE",
+    "company": "SELECT version FROM companies WHERE id = $1 FOR UPDATE",
+}
 LIST_PHONES_OF = {
     "contact": "SELECT contact_id AS owner_id, e164, extension, raw, label FROM phones "
                "WHERE contact_id = ANY($1::bigint[]) ORDER BY id",
@@ -125,21 +136,21 @@ _SEARCH = """
 """
 LIST_CONTACTS = f"""
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
-       c.name AS company_name, NULL::text AS tax_id
+       c.name AS company_name, NULL::text AS tax_id, p.version
 FROM contacts p LEFT JOIN users u ON u.id = p.manager_id LEFT JOIN companies c ON c.id = p.company_id
 WHERE {_VISIBLE} {_SEARCH.format(owner="contact_id")}
 ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
 """
 LIST_COMPANIES = f"""
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, NULL::bigint AS company_id,
-       NULL::text AS company_name, p.tax_id
+       NULL::text AS company_name, p.tax_id, p.version
 FROM companies p LEFT JOIN users u ON u.id = p.manager_id
 WHERE {_VISIBLE} {_SEARCH.format(owner="company_id")}
 ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
 """
 LIST_COMPANY_CONTACTS = f"""
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
-       NULL::text AS company_name, NULL::text AS tax_id
+       NULL::text AS company_name, NULL::text AS tax_id, p.version
 FROM contacts p LEFT JOIN users u ON u.id = p.manager_id
 WHERE p.company_id = $1 AND {_VISIBLE} ORDER BY lower(p.name)
 """
@@ -165,7 +176,16 @@ def _party(kind: Kind, row: asyncpg.Record, phones=(), emails=()) -> Party:
         tax_id=row["tax_id"],
         phones=tuple(phones),
         emails=tuple(emails),
+        version=row["version"],
     )
+
+
+def clean_email(email: str | None) -> str:
+    """Lower-cased and checked; empty stays empty."""
+    email = (email or "").strip().lower()
+    if email and (len(email) > 254 or not _EMAIL_RE.fullmatch(email)):
+        raise ValidationError("email", f"{email!r} is not an e-mail address")
+    return email
 
 
 def clean_input(data: PartyInput, region: str) -> tuple[PartyInput, list[tuple[str, str | None, str, str]]]:
@@ -188,12 +208,8 @@ def clean_input(data: PartyInput, region: str) -> tuple[PartyInput, list[tuple[s
         phones.append((phone.e164, phone.extension, raw.strip(), (label or "").strip()[:40]))
     emails = []
     for email in data.emails:
-        email = (email or "").strip().lower()
-        if not email:
-            continue
-        if len(email) > 254 or not _EMAIL_RE.fullmatch(email):
-            raise ValidationError("email", f"{email!r} is not an e-mail address")
-        if email not in emails:
+        email = clean_email(email)
+        if email and email not in emails:
             emails.append(email)
     tax_id = (data.tax_id or "").strip() or None
     if tax_id is not None and not re.fullmatch(r"[0-9A-Za-z-]{4,20}", tax_id):
@@ -289,13 +305,19 @@ async def create_party(conn: asyncpg.Connection, viewer: User, kind: Kind, data:
 
 
 async def update_party(
-    conn: asyncpg.Connection, viewer: User, kind: Kind, party_id: int, data: PartyInput, region: str
+    conn: asyncpg.Connection, viewer: User, kind: Kind, party_id: int, data: PartyInput, region: str,
+    expected_version: int | None = None,
 ) -> Party:
-    current = await get_party(conn, viewer, kind, party_id)
+    """Save an edit. With `expected_version` (the version the form was loaded at), a save over
+    someone else's newer one raises Conflict rather than overwrite it."""
     cleaned, phones = clean_input(data, region)
-    if cleaned.manager_id != current.manager_id:
-        await _check_manager(conn, viewer, cleaned.manager_id)
     async with conn.transaction():
+        await conn.execute(LOCK_PARTY[kind], party_id)
+        current = await get_party(conn, viewer, kind, party_id)
+        if expected_version is not None and expected_version != current.version:
+            raise Conflict(f"this {kind} was changed by someone else meanwhile; reload it and edit again")
+        if cleaned.manager_id != current.manager_id:
+            await _check_manager(conn, viewer, cleaned.manager_id)
         if kind == "contact":
             if cleaned.company_id != current.company_id:
                 await _check_company(conn, viewer, cleaned.company_id)

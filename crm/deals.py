@@ -9,9 +9,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from crm import stock
+from crm import contacts, stock
 from crm.errors import Conflict, NotFound, ValidationError
-from crm.leads import notify_heads
+from crm.leads import get_lead, notify_heads
 from crm.users import User
 
 LOSS_REASONS = ("price", "competitor", "no_budget", "no_decision", "lead_time", "spec_mismatch", "other")
@@ -106,6 +106,10 @@ WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.statu
   AND ($3::bigint IS NULL OR d.contact_id = $3 OR d.company_id = $4)
 ORDER BY s.position, d.stage_changed_at LIMIT 500
 """
+# Every write to a deal claims its row first: two clicks at once then run one after the other, and the
+# second sees what the first did (nothing left to reserve or ship, the stage already moved).
+LOCK_DEAL = "SELECT id FROM deals WHERE id = $1 AND ($2::bigint IS NULL OR manager_id = $2) FOR UPDATE"
+DEAL_OWNER = "SELECT 1 FROM users WHERE id = $1 AND active AND role IN ('manager', 'head')"
 INSERT_DEAL = """
 INSERT INTO deals (title, contact_id, company_id, lead_id, manager_id, stage, needs, legal_entity, manual_amount,
                    probability, source, stage_changed_at)
@@ -223,22 +227,51 @@ async def list_deals(conn: asyncpg.Connection, viewer: User, status: str | None 
     return [_deal(r) for r in rows]
 
 
+def _probability(value) -> int:
+    if isinstance(value, bool):
+        raise ValidationError("probability", "0 to 100")
+    try:
+        probability = int(value)
+    except (TypeError, ValueError):
+        raise ValidationError("probability", "0 to 100") from None
+    if not 0 <= probability <= 100:
+        raise ValidationError("probability", "0 to 100")
+    return probability
+
+
+async def _parties(conn: asyncpg.Connection, viewer: User, contact_id: int | None, company_id: int | None,
+                   lead_id: int | None) -> tuple[int | None, int | None]:
+    """The deal's contact and company: named ones must be visible to the viewer (NotFound otherwise,
+    which names nobody); missing ones come from the contact or the lead."""
+    contact = await contacts.get_party(conn, viewer, "contact", contact_id) if contact_id is not None else None
+    if company_id is not None:
+        await contacts.get_party(conn, viewer, "company", company_id)
+    lead = await get_lead(conn, viewer, lead_id) if lead_id is not None else None
+    if contact_id is None and lead is not None:
+        contact_id = lead.contact_id
+    if company_id is None:
+        company_id = (contact.company_id if contact else None) or (lead.company_id if lead else None)
+    return contact_id, company_id
+
+
 async def create_deal(conn: asyncpg.Connection, viewer: User, title: str, now: datetime, *,
                       contact_id: int | None = None, company_id: int | None = None, lead_id: int | None = None,
                       manager_id: int | None = None, needs: str = "", legal_entity: str = "",
-                      manual_amount=None, probability: int = 20, source: str = "") -> Deal:
+                      manual_amount=None, probability=20, source: str = "") -> Deal:
     title = (title or "").strip()
     if not title:
         raise ValidationError("title", "is required")
-    if not 0 <= int(probability) <= 100:
-        raise ValidationError("probability", "0 to 100")
-    manager_id = manager_id if viewer.sees_everything else viewer.id
+    probability = _probability(probability)
+    amount = None if manual_amount in (None, "") else stock.parse_money(manual_amount, "amount")
+    manager_id = (manager_id if viewer.sees_everything else None) or viewer.id
+    if manager_id != viewer.id and not await conn.fetchval(DEAL_OWNER, manager_id):
+        raise ValidationError("manager_id", "no active manager with this id")
+    contact_id, company_id = await _parties(conn, viewer, contact_id, company_id, lead_id)
     stages = await list_stages(conn)
-    amount = None if manual_amount in (None, "") else Decimal(str(manual_amount))
     async with conn.transaction():
-        deal_id = await conn.fetchval(INSERT_DEAL, title[:200], contact_id, company_id, lead_id,
-                                      manager_id or viewer.id, stages[0].code, needs[:5000], legal_entity[:300],
-                                      amount, int(probability), source[:100], now)
+        deal_id = await conn.fetchval(INSERT_DEAL, title[:200], contact_id, company_id, lead_id, manager_id,
+                                      stages[0].code, needs[:5000], legal_entity[:300], amount, probability,
+                                      source[:100], now)
         await conn.execute(INSERT_HISTORY, deal_id, stages[0].code, now, viewer.id)
     return await get_deal(conn, viewer, deal_id)
 
@@ -256,23 +289,31 @@ def _require_open(deal: Deal) -> None:
         raise Conflict(f"the deal is {deal.status}")
 
 
+async def _claim(conn: asyncpg.Connection, viewer: User, deal_id: int, must_be_open: bool = True) -> Deal:
+    """Lock the deal row for the caller's transaction and read it as it is now."""
+    if await conn.fetchval(LOCK_DEAL, deal_id, _scope(viewer)) is None:
+        raise NotFound("deal")
+    deal = await get_deal(conn, viewer, deal_id)
+    if must_be_open:
+        _require_open(deal)
+    return deal
+
+
 async def add_item(conn: asyncpg.Connection, viewer: User, deal_id: int, product_id: int, quantity,
                    price=None) -> list[DealItem]:
-    deal = await get_deal(conn, viewer, deal_id)
-    _require_open(deal)
-    product = await stock.get_product(conn, product_id)
     amount = stock.parse_quantity(quantity)
-    unit_price = product.price if price in (None, "") else Decimal(str(price))
-    if unit_price < 0:
-        raise ValidationError("price", "must be zero or more")
-    await conn.execute(INSERT_ITEM, deal_id, product_id, amount, unit_price)
+    unit_price = None if price in (None, "") else stock.parse_money(price)
+    async with conn.transaction():
+        await _claim(conn, viewer, deal_id)
+        product = await stock.get_product(conn, product_id)
+        await conn.execute(INSERT_ITEM, deal_id, product_id, amount, product.price if unit_price is None
+                           else unit_price)
     return await list_items(conn, deal_id)
 
 
 async def remove_item(conn: asyncpg.Connection, viewer: User, deal_id: int, item_id: int, now: datetime) -> None:
-    deal = await get_deal(conn, viewer, deal_id)
-    _require_open(deal)
     async with conn.transaction():
+        await _claim(conn, viewer, deal_id)
         for item in await list_items(conn, deal_id):
             if item.id == item_id:
                 await stock.release(conn, item.id, item.product_id, now, viewer.id)
@@ -280,16 +321,24 @@ async def remove_item(conn: asyncpg.Connection, viewer: User, deal_id: int, item
             raise NotFound("item")
 
 
-async def reserve_items(conn: asyncpg.Connection, viewer: User, deal_id: int, now: datetime) -> list[DealItem]:
-    """Each item takes what stock has; the rest is produced in house or ordered from a supplier."""
-    for item in await list_items(conn, deal_id):
-        if item.uncovered <= 0:
-            continue
+async def _reserve_claimed(conn: asyncpg.Connection, viewer: User, deal_id: int, now: datetime) -> None:
+    """Each item takes what stock has; the rest is produced in house or ordered from a supplier.
+    The caller holds the deal; the items are read after that, so a second run finds them covered."""
+    items = [item for item in await list_items(conn, deal_id) if item.uncovered > 0]
+    await stock.lock_products(conn, [item.product_id for item in items])
+    for item in items:
         taken = await stock.reserve(conn, item.product_id, item.uncovered, item.id, now, viewer.id)
         rest = item.uncovered - taken
         if rest > 0:
             await conn.execute(INSERT_PRODUCTION if item.made_in_house else INSERT_SUPPLIER, item.id,
                                item.product_id, rest)
+
+
+async def reserve_items(conn: asyncpg.Connection, viewer: User, deal_id: int, now: datetime) -> list[DealItem]:
+    """Cover what is not covered yet: from stock, else by a production or supplier order."""
+    async with conn.transaction():
+        await _claim(conn, viewer, deal_id)
+        await _reserve_claimed(conn, viewer, deal_id, now)
     return await list_items(conn, deal_id)
 
 
@@ -300,10 +349,10 @@ async def list_orders(conn: asyncpg.Connection, deal_id: int) -> list[dict]:
 async def complete_order(conn: asyncpg.Connection, viewer: User, deal_id: int, kind: str, order_id: int,
                          now: datetime) -> list[DealItem]:
     """Made or delivered: the quantity enters stock as a batch and is reserved for its deal item."""
-    await get_deal(conn, viewer, deal_id)
     if kind not in ("production", "supplier"):
         raise ValidationError("kind", "production or supplier")
     async with conn.transaction():
+        await _claim(conn, viewer, deal_id, must_be_open=False)
         row = await conn.fetchrow(CLAIM_PRODUCTION if kind == "production" else CLAIM_SUPPLIER, order_id, deal_id)
         if row is None:
             raise NotFound("open order")
@@ -315,43 +364,42 @@ async def complete_order(conn: asyncpg.Connection, viewer: User, deal_id: int, k
 async def ship_item(conn: asyncpg.Connection, viewer: User, deal_id: int, item_id: int, now: datetime
                     ) -> list[DealItem]:
     """Ship what is reserved for the item, oldest batches first."""
-    deal = await get_deal(conn, viewer, deal_id)
-    _require_open(deal)
-    item = next((i for i in await list_items(conn, deal_id) if i.id == item_id), None)
-    if item is None:
-        raise NotFound("item")
-    if item.reserved <= 0:
-        raise Conflict("nothing is reserved for this item yet")
-    await stock.ship(conn, item.product_id, item.reserved, now, deal_item_id=item.id, user_id=viewer.id)
+    async with conn.transaction():
+        await _claim(conn, viewer, deal_id)
+        item = next((i for i in await list_items(conn, deal_id) if i.id == item_id), None)
+        if item is None:
+            raise NotFound("item")
+        if item.reserved <= 0:
+            raise Conflict("nothing is reserved for this item yet")
+        await stock.ship(conn, item.product_id, item.reserved, now, deal_item_id=item.id, user_id=viewer.id)
     return await list_items(conn, deal_id)
 
 
 async def move_stage(conn: asyncpg.Connection, viewer: User, deal_id: int, stage: str, now: datetime) -> Deal:
-    deal = await get_deal(conn, viewer, deal_id)
-    _require_open(deal)
+    """Move to `stage`; entering a stage that reserves stock reserves in the same transaction."""
     stages = {s.code: s for s in await list_stages(conn)}
     if stage not in stages:
         raise ValidationError("stage", f"one of {', '.join(stages)}")
-    if stage == deal.stage:
-        return deal
     async with conn.transaction():
+        deal = await _claim(conn, viewer, deal_id)
+        if stage == deal.stage:
+            return deal
         await conn.execute(CLOSE_HISTORY, deal_id, now)
         await conn.execute(INSERT_HISTORY, deal_id, stage, now, viewer.id)
         await conn.execute(SET_STAGE, deal_id, stage, now)
-    if stages[stage].reserves_stock:
-        await reserve_items(conn, viewer, deal_id, now)
+        if stages[stage].reserves_stock:
+            await _reserve_claimed(conn, viewer, deal_id, now)
     return await get_deal(conn, viewer, deal_id)
 
 
 async def close_deal(conn: asyncpg.Connection, viewer: User, deal_id: int, status: str, reason: str | None,
                      now: datetime) -> Deal:
-    deal = await get_deal(conn, viewer, deal_id)
-    _require_open(deal)
     if status not in ("won", "lost"):
         raise ValidationError("status", "won or lost")
     if status == "lost" and reason not in LOSS_REASONS:
         raise ValidationError("reason", f"one of {', '.join(LOSS_REASONS)}")
     async with conn.transaction():
+        await _claim(conn, viewer, deal_id)
         if status == "lost":
             for item in await list_items(conn, deal_id):
                 await stock.release(conn, item.id, item.product_id, now, viewer.id)

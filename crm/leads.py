@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
-from crm.contacts import PartyInput, create_party
+from crm.contacts import PartyInput, clean_email, create_party
 from crm.errors import Conflict, Forbidden, NotFound, ValidationError
 from crm.phones import format_phone
 from crm.users import User
@@ -86,6 +86,9 @@ RETURNING id
 INSERT_ANONYMOUS_LEAD = """
 INSERT INTO leads (source, name, company_name, first_message) VALUES ($1, $2, $3, $4) RETURNING id
 """
+# Every change of a lead claims its row first, so two clicks (or a click and the head's assignment)
+# run one after the other and the second sees what the first did.
+LOCK_LEAD = "SELECT id FROM leads WHERE id = $1 AND ($2::bigint IS NULL OR manager_id = $2) FOR UPDATE"
 ASSIGN_LEAD = """
 UPDATE leads SET manager_id = $2, status = CASE WHEN status = 'new' THEN 'in_work' ELSE status END,
        updated_at = now()
@@ -96,8 +99,19 @@ JUNK_LEAD = "UPDATE leads SET status = 'junk', junk_reason = $2, updated_at = no
 CONVERT_LEAD = """
 UPDATE leads SET status = 'converted', contact_id = $2, company_id = $3, updated_at = now() WHERE id = $1
 """
-# The lead's history becomes the contact's: its calls now belong to the contact.
+# The lead's history becomes the contact's: its calls, e-mails and form messages now belong to the contact.
 MOVE_CALLS = "UPDATE calls SET contact_id = $2, company_id = coalesce(company_id, $3) WHERE lead_id = $1"
+MOVE_MAIL = "UPDATE mail_messages SET contact_id = $2, company_id = coalesce(company_id, $3) WHERE lead_id = $1"
+# Junk needs no callback: its open missed-caller rows are resolved and their callback tasks cancelled.
+RESOLVE_JUNK_MISSED = """
+UPDATE missed_callers SET state = 'resolved', resolved_at = $2, resolved_by = $3, resolution = 'not_needed'
+WHERE lead_id = $1 AND state <> 'resolved'
+RETURNING id
+"""
+CANCEL_CALLBACKS = """
+UPDATE tasks SET state = 'cancelled', closed_at = $2, closed_by = $3
+WHERE missed_caller_id = ANY($1::bigint[]) AND state = 'open'
+"""
 ACTIVE_HEADS = "SELECT id FROM users WHERE role = 'head' AND active"
 USER_ROLE = "SELECT role FROM users WHERE id = $1 AND active"
 INSERT_NOTIFICATION = """
@@ -218,14 +232,23 @@ def _require_open(lead: Lead) -> None:
         raise Conflict(f"the lead is already {lead.status}")
 
 
+async def _claim(conn: asyncpg.Connection, viewer: User, lead_id: int) -> Lead:
+    """Lock the lead for the caller's transaction; read it as it is now; it must still be open."""
+    if await conn.fetchval(LOCK_LEAD, lead_id, _scope(viewer)) is None:
+        raise NotFound("lead")
+    lead = await get_lead(conn, viewer, lead_id)
+    _require_open(lead)
+    return lead
+
+
 async def assign_lead(conn: asyncpg.Connection, viewer: User, lead_id: int, manager_id: int) -> Lead:
     if not viewer.sees_everything:
         raise Forbidden("only the head of sales assigns leads")
-    lead = await get_lead(conn, viewer, lead_id)
-    _require_open(lead)
     if await conn.fetchval(USER_ROLE, manager_id) not in ("manager", "head"):
         raise ValidationError("manager_id", "no active manager with this id")
-    await conn.execute(ASSIGN_LEAD, lead_id, manager_id)
+    async with conn.transaction():
+        await _claim(conn, viewer, lead_id)
+        await conn.execute(ASSIGN_LEAD, lead_id, manager_id)
     return await get_lead(conn, viewer, lead_id)
 
 
@@ -233,32 +256,37 @@ async def set_lead_status(conn: asyncpg.Connection, viewer: User, lead_id: int, 
     """in work ↔ qualified; 'converted' and 'junk' have their own functions."""
     if status not in ("in_work", "qualified"):
         raise ValidationError("status", "only in_work or qualified here; use convert or junk")
-    lead = await get_lead(conn, viewer, lead_id)
-    _require_open(lead)
-    if lead.manager_id is None:
-        raise Conflict("assign the lead to a manager first")
-    await conn.execute(SET_STATUS, lead_id, status)
+    async with conn.transaction():
+        lead = await _claim(conn, viewer, lead_id)
+        if lead.manager_id is None:
+            raise Conflict("assign the lead to a manager first")
+        await conn.execute(SET_STATUS, lead_id, status)
     return await get_lead(conn, viewer, lead_id)
 
 
-async def junk_lead(conn: asyncpg.Connection, viewer: User, lead_id: int, reason: str) -> Lead:
+async def junk_lead(conn: asyncpg.Connection, viewer: User, lead_id: int, reason: str, now: datetime | None = None
+                    ) -> Lead:
+    """Junk with a reason; nobody is left to call it back."""
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError("reason", "say why the lead is junk")
-    lead = await get_lead(conn, viewer, lead_id)
-    _require_open(lead)
-    await conn.execute(JUNK_LEAD, lead_id, reason[:500])
+    now = now or datetime.now(UTC)
+    async with conn.transaction():
+        await _claim(conn, viewer, lead_id)
+        await conn.execute(JUNK_LEAD, lead_id, reason[:500])
+        rows = await conn.fetch(RESOLVE_JUNK_MISSED, lead_id, now, viewer.id or None)
+        if rows:
+            await conn.execute(CANCEL_CALLBACKS, [r["id"] for r in rows], now, viewer.id or None)
     return await get_lead(conn, viewer, lead_id)
 
 
 async def convert_lead(conn: asyncpg.Connection, viewer: User, lead_id: int, contact_name: str,
                        company_name: str, region: str) -> Lead:
-    """Make a contact (and a company, if named) of the lead; its calls move to the contact."""
-    lead = await get_lead(conn, viewer, lead_id)
-    _require_open(lead)
-    manager_id = lead.manager_id or (None if viewer.sees_everything else viewer.id)
+    """Make a contact (and a company, if named) of the lead; its calls and mail move to the contact."""
     system = User(0, "system", "admin", None, "system", True)  # rights were checked on the lead
     async with conn.transaction():
+        lead = await _claim(conn, viewer, lead_id)
+        manager_id = lead.manager_id or (None if viewer.sees_everything else viewer.id)
         company_id = None
         company_name = (company_name or lead.company_name or "").strip()
         if company_name:
@@ -271,6 +299,7 @@ async def convert_lead(conn: asyncpg.Connection, viewer: User, lead_id: int, con
             notes=lead.first_message), region)
         await conn.execute(CONVERT_LEAD, lead_id, contact.id, company_id)
         await conn.execute(MOVE_CALLS, lead_id, contact.id, company_id)
+        await conn.execute(MOVE_MAIL, lead_id, contact.id, company_id)
     return await get_lead(conn, viewer, lead_id)
 
 
@@ -280,7 +309,7 @@ async def create_manual_lead(conn: asyncpg.Connection, viewer: User, name: str, 
         raise ValidationError("name", "give at least a name, a phone or an e-mail")
     manager_id = None if viewer.sees_everything else viewer.id
     try:
-        lead_id = await conn.fetchval(INSERT_MANUAL_LEAD, phone_e164, (email or "").lower() or None, name[:200],
+        lead_id = await conn.fetchval(INSERT_MANUAL_LEAD, phone_e164, clean_email(email) or None, name[:200],
                                       company_name[:200], message[:2000], manager_id)
     except asyncpg.UniqueViolationError as exc:
         raise Conflict("this person already has an open lead") from exc

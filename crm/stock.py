@@ -47,6 +47,10 @@ GET_PRODUCT = f"SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.id = $1"
 PRODUCT_BY_SKU = f"SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.sku = $1"
 DEFAULT_WAREHOUSE = "SELECT id FROM warehouses WHERE is_default"
 LOCK_PRODUCT = "SELECT id FROM products WHERE id = $1 FOR UPDATE"
+# Several products are always locked in id order, so two writers never wait on each other in a circle.
+LOCK_PRODUCTS = "SELECT id FROM products WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+# The deal item a release or shipment decides on; with the product it must belong to.
+LOCK_ITEM = "SELECT product_id FROM deal_items WHERE id = $1 FOR UPDATE"
 # The sums that define a balance; one place so every reader agrees.
 _BALANCE = """
 SELECT p.id AS product_id, p.sku, p.name, p.unit, p.price, p.made_in_house,
@@ -105,14 +109,40 @@ def _balance(row: asyncpg.Record) -> Balance:
                    row["on_hand"], row["reserved"])
 
 
-def parse_quantity(value) -> Decimal:
+# The columns are numeric(14, 3) for quantities and numeric(14, 2) for money: refuse what they cannot hold.
+MAX_QUANTITY = Decimal("99999999999")
+MAX_MONEY = Decimal("999999999999")
+
+
+def _parse_decimal(value, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValidationError(name, "must be a number")
     try:
-        quantity = Decimal(str(value))
+        number = Decimal(str(value).strip())
     except ArithmeticError:
-        raise ValidationError("quantity", "must be a number") from None
-    if not quantity.is_finite() or quantity <= 0:
+        raise ValidationError(name, "must be a number") from None
+    if not number.is_finite():
+        raise ValidationError(name, "must be a number")
+    return number
+
+
+def parse_quantity(value) -> Decimal:
+    quantity = _parse_decimal(value, "quantity")
+    if quantity <= 0:
         raise ValidationError("quantity", "must be more than zero")
+    if quantity > MAX_QUANTITY:
+        raise ValidationError("quantity", f"must be at most {MAX_QUANTITY}")
     return quantity
+
+
+def parse_money(value, name: str = "price") -> Decimal:
+    """Zero or more, at most what numeric(14, 2) holds."""
+    amount = _parse_decimal(value, name)
+    if amount < 0:
+        raise ValidationError(name, "must be zero or more")
+    if amount > MAX_MONEY:
+        raise ValidationError(name, f"must be at most {MAX_MONEY}")
+    return amount
 
 
 async def create_product(conn: asyncpg.Connection, sku: str, name: str, unit: str, price, barcode: str | None,
@@ -120,12 +150,9 @@ async def create_product(conn: asyncpg.Connection, sku: str, name: str, unit: st
     sku, name = (sku or "").strip(), (name or "").strip()
     if not sku or not name:
         raise ValidationError("sku" if not sku else "name", "is required")
-    try:
-        price_value = Decimal(str(price))
-    except ArithmeticError:
-        raise ValidationError("price", "must be a number") from None
-    if not price_value.is_finite() or price_value < 0:
-        raise ValidationError("price", "must be zero or more")
+    price_value = parse_money(price)
+    if barcode is not None and not isinstance(barcode, str):
+        raise ValidationError("barcode", "must be text")
     try:
         return _product(await conn.fetchrow(INSERT_PRODUCT, sku, name, (unit or "pcs").strip(), price_value,
                                              (barcode or "").strip() or None, made_in_house))
@@ -171,10 +198,16 @@ async def receive(conn: asyncpg.Connection, product_id: int, quantity, now: date
     return batch_id
 
 
+async def lock_products(conn: asyncpg.Connection, product_ids: list[int]) -> None:
+    """Claim several products at once (in id order) before reserving or shipping them in one transaction."""
+    await conn.execute(LOCK_PRODUCTS, sorted(set(product_ids)))
+
+
 async def reserve(conn: asyncpg.Connection, product_id: int, wanted, deal_item_id: int, now: datetime,
                   user_id: int | None = None) -> Decimal:
     """Reserve up to `wanted`; returns what was reserved. Two deals reserving the last units at
-    once never over-reserve: the product row is locked for the read-then-write."""
+    once never over-reserve: the product row is locked for the read-then-write. The caller decides
+    `wanted` and must hold the deal (see crm.deals), or a double click reserves twice."""
     wanted = parse_quantity(wanted)
     async with conn.transaction():
         await conn.execute(LOCK_PRODUCT, product_id)
@@ -188,25 +221,44 @@ async def reserve(conn: asyncpg.Connection, product_id: int, wanted, deal_item_i
 
 async def release(conn: asyncpg.Connection, deal_item_id: int, product_id: int, now: datetime,
                   user_id: int | None = None) -> Decimal:
-    held = await conn.fetchval(ITEM_RESERVED, deal_item_id)
-    if held > 0:
-        await conn.execute(INSERT_MOVEMENT, product_id, await default_warehouse(conn), None, "release", held,
-                           deal_item_id, user_id, now)
-    return held
+    """Free what is reserved for the item; returns how much. The item row is claimed first, so a
+    second release at the same time finds nothing left and other deals keep their reservations."""
+    async with conn.transaction():
+        if await conn.fetchval(LOCK_ITEM, deal_item_id) is None:
+            return Decimal(0)
+        held = await conn.fetchval(ITEM_RESERVED, deal_item_id)
+        if held > 0:
+            await conn.execute(INSERT_MOVEMENT, product_id, await default_warehouse(conn), None, "release", held,
+                               deal_item_id, user_id, now)
+        return held
 
 
 async def ship(conn: asyncpg.Connection, product_id: int, quantity, now: datetime, deal_item_id: int | None = None,
                user_id: int | None = None, kind: str = "shipment") -> list[tuple[int, Decimal]]:
-    """Take from the oldest batches first; returns (batch, quantity) pairs. Refuses more than on hand."""
+    """Take from the oldest batches first; returns (batch, quantity) pairs. Refuses more than on hand,
+    and, against a deal item, more than its reservation plus the free stock."""
     if kind not in ("shipment", "write_off"):
         raise ValidationError("kind", "shipment or write_off")
+    if kind == "write_off" and deal_item_id is not None:
+        raise ValidationError("deal_item_id", "only a shipment goes against a deal item")
     amount = parse_quantity(quantity)
     warehouse = await default_warehouse(conn)
     async with conn.transaction():
         await conn.execute(LOCK_PRODUCT, product_id)
-        on_hand = (await balance(conn, product_id)).on_hand
-        if amount > on_hand:
-            raise Conflict(f"only {on_hand} on hand")
+        current = await balance(conn, product_id)
+        if amount > current.on_hand:
+            raise Conflict(f"only {current.on_hand} on hand")
+        if deal_item_id is not None:
+            if await conn.fetchval(LOCK_ITEM, deal_item_id) != product_id:
+                raise NotFound("deal item of this product")
+            # A shipment against an item first uses its reservation; the rest must be free stock,
+            # reserved here so the balance never takes it from another deal's reservation.
+            extra = amount - max(await conn.fetchval(ITEM_RESERVED, deal_item_id), Decimal(0))
+            if extra > current.available:
+                raise Conflict(f"only {current.available} free beyond this item's reservation")
+            if extra > 0:
+                await conn.execute(INSERT_MOVEMENT, product_id, warehouse, None, "reservation", extra, deal_item_id,
+                                   user_id, now)
         taken: list[tuple[int, Decimal]] = []
         remaining = amount
         for batch in await conn.fetch(BATCHES_LEFT, product_id, warehouse):

@@ -27,6 +27,7 @@ def party_json(party: Party) -> dict[str, Any]:
         "phones": [{"e164": p.e164, "extension": p.extension, "raw": p.raw, "label": p.label, "display": p.display}
                    for p in party.phones],
         "emails": list(party.emails),
+        "version": party.version,
     }
     if party.kind == "contact":
         body.update(company_id=party.company_id, company_name=party.company_name)
@@ -125,11 +126,14 @@ async def create_party(request: web.Request) -> web.Response:
 
 
 async def update_party(request: web.Request) -> web.Response:
-    data = _party_input(await read_json(request))
+    body = await read_json(request)
+    data = _party_input(body)
     async with request.app[keys.POOL].acquire() as conn:
+        # With the version it was read at, an edit over someone else's newer save answers 409.
         party = await contacts_db.update_party(conn, current_user(request), _kind(request),
                                                int(request.match_info["party_id"]), data,
-                                               request.app[keys.SETTINGS].phone_region)
+                                               request.app[keys.SETTINGS].phone_region,
+                                               expected_version=_optional_int(body, "version"))
     return web.json_response(party_json(party))
 
 

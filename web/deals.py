@@ -13,10 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from crm import calls as calls_db
-from crm import contacts as contacts_db
 from crm import deals as deals_db
 from crm import errors, stock
-from crm import leads as leads_db
 from crm import mail as mail_db
 from crm import missed as missed_db
 from crm import tasks as tasks_db
@@ -63,64 +61,79 @@ def balance_json(b: Balance) -> dict[str, Any]:
             "available": str(b.available)}
 
 
-def _int_or_none(value: Any, name: str) -> int | None:
+# Ids are PostgreSQL bigints: anything larger is no id of ours (and would fail in the driver, not here).
+MAX_ID = 2**63 - 1
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """An id from the URL (the route already allows digits only); out of range means not found."""
+    value = int(request.match_info[name])
+    if value > MAX_ID:
+        raise errors.NotFound(name.removesuffix("_id"))
+    return value
+
+
+def int_field(data: dict[str, Any], name: str, required: bool = False) -> int | None:
+    """An id from a JSON body or a form: a whole number in range, or a digit string (forms send text)."""
+    value = data.get(name)
     if value in (None, ""):
+        if required:
+            raise errors.ValidationError(name, "is required")
         return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise errors.ValidationError(name, "must be a number") from None
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise errors.ValidationError(name, "must be a whole number id")
+    return value
+
+
+def text_field(data: dict[str, Any], name: str, default: str = "") -> str:
+    value = data.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise errors.ValidationError(name, "must be text")
+    return value
 
 
 async def _create(request: web.Request, data: dict[str, Any]) -> Deal:
     user = current_user(request)
-    contact_id = _int_or_none(data.get("contact_id"), "contact_id")
-    lead_id = _int_or_none(data.get("lead_id"), "lead_id")
-    company_id = _int_or_none(data.get("company_id"), "company_id")
+    probability = data.get("probability")
     async with request.app[keys.POOL].acquire() as conn:
-        if contact_id is not None:
-            contact = await contacts_db.get_party(conn, user, "contact", contact_id)
-            company_id = company_id or contact.company_id
-        if lead_id is not None:
-            lead = await leads_db.get_lead(conn, user, lead_id)
-            contact_id = contact_id or lead.contact_id
-            company_id = company_id or lead.company_id
         return await deals_db.create_deal(
-            conn, user, str(data.get("title") or ""), _now(), contact_id=contact_id, company_id=company_id,
-            lead_id=lead_id, manager_id=_int_or_none(data.get("manager_id"), "manager_id"),
-            needs=str(data.get("needs") or ""), legal_entity=str(data.get("legal_entity") or ""),
-            manual_amount=data.get("amount") or None, probability=int(data.get("probability") or 20),
-            source=str(data.get("source") or ""))
+            conn, user, text_field(data, "title"), _now(), contact_id=int_field(data, "contact_id"),
+            company_id=int_field(data, "company_id"), lead_id=int_field(data, "lead_id"),
+            manager_id=int_field(data, "manager_id"), needs=text_field(data, "needs"),
+            legal_entity=text_field(data, "legal_entity"), manual_amount=data.get("amount"),
+            probability=20 if probability in (None, "") else probability, source=text_field(data, "source"))
 
 
 async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
     user = current_user(request)
-    deal_id = int(request.match_info["deal_id"])
+    deal_id = path_id(request, "deal_id")
     async with request.app[keys.POOL].acquire() as conn:
         if action == "stage":
-            return await deals_db.move_stage(conn, user, deal_id, str(data.get("stage") or ""), _now())
+            return await deals_db.move_stage(conn, user, deal_id, text_field(data, "stage"), _now())
         if action == "close":
-            return await deals_db.close_deal(conn, user, deal_id, str(data.get("status") or ""),
-                                             data.get("reason") or None, _now())
+            return await deals_db.close_deal(conn, user, deal_id, text_field(data, "status"),
+                                             text_field(data, "reason") or None, _now())
         if action == "items":
-            product_id = _int_or_none(data.get("product_id"), "product_id")
+            product_id = int_field(data, "product_id")
             if product_id is None:
-                sku = str(data.get("sku") or "").strip()
+                sku = text_field(data, "sku").strip()
                 product = await stock.product_by_sku(conn, sku) if sku else None
                 if product is None:
                     raise errors.ValidationError("product_id", "choose a product")
                 product_id = product.id
             await deals_db.add_item(conn, user, deal_id, product_id, data.get("quantity"), data.get("price"))
         elif action == "remove-item":
-            await deals_db.remove_item(conn, user, deal_id, _int_or_none(data.get("item_id"), "item_id") or 0,
-                                       _now())
+            await deals_db.remove_item(conn, user, deal_id, int_field(data, "item_id", True), _now())
         elif action == "ship":
-            await deals_db.ship_item(conn, user, deal_id, _int_or_none(data.get("item_id"), "item_id") or 0, _now())
+            await deals_db.ship_item(conn, user, deal_id, int_field(data, "item_id", True), _now())
         elif action == "order-done":
-            await deals_db.complete_order(conn, user, deal_id, str(data.get("kind") or ""),
-                                          _int_or_none(data.get("order_id"), "order_id") or 0, _now())
+            await deals_db.complete_order(conn, user, deal_id, text_field(data, "kind"),
+                                          int_field(data, "order_id", True), _now())
         elif action == "reserve":
-            await deals_db.get_deal(conn, user, deal_id)
             await deals_db.reserve_items(conn, user, deal_id, _now())
         return await deals_db.get_deal(conn, user, deal_id)
 
@@ -140,7 +153,7 @@ async def create_api(request: web.Request) -> web.Response:
 
 async def detail_api(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
-        deal = await deals_db.get_deal(conn, current_user(request), int(request.match_info["deal_id"]))
+        deal = await deals_db.get_deal(conn, current_user(request), path_id(request, "deal_id"))
         items = await deals_db.list_items(conn, deal.id)
         history = await deals_db.stage_history(conn, deal.id)
     body = deal_json(deal, items)
@@ -167,17 +180,25 @@ async def create_product_api(request: web.Request) -> web.Response:
     require_role(request, "admin", "head")
     body = await read_json(request)
     async with request.app[keys.POOL].acquire() as conn:
-        product = await stock.create_product(conn, str(body.get("sku") or ""), str(body.get("name") or ""),
-                                             str(body.get("unit") or "pcs"), body.get("price", 0),
+        product = await stock.create_product(conn, text_field(body, "sku"), text_field(body, "name"),
+                                             text_field(body, "unit") or "pcs", body.get("price", 0),
                                              body.get("barcode"), bool(body.get("made_in_house")))
     return web.json_response({"id": product.id, "sku": product.sku}, status=201)
+
+
+def _days(value: str | None) -> int:
+    if not value:
+        return ILLIQUID_DAYS
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= 36500:
+        raise errors.ValidationError("illiquid_days", "a number of days, 1 to 36500")
+    return int(value)
 
 
 async def stock_api(request: web.Request) -> web.Response:
     current_user(request)
     async with request.app[keys.POOL].acquire() as conn:
         balances = await stock.list_balances(conn, request.query.get("q"))
-        slow = await stock.illiquid(conn, _now(), int(request.query.get("illiquid_days") or ILLIQUID_DAYS))
+        slow = await stock.illiquid(conn, _now(), _days(request.query.get("illiquid_days")))
     return web.json_response({"items": [balance_json(b) for b in balances],
                               "illiquid": [balance_json(b) for b in slow]})
 
@@ -186,17 +207,15 @@ async def stock_movement_api(request: web.Request) -> web.Response:
     """Receipts, shipments and write-offs: the warehouse's work (head and admin here)."""
     user = require_role(request, "admin", "head")
     body = await read_json(request)
-    product_id = _int_or_none(body.get("product_id"), "product_id")
-    if product_id is None:
-        raise errors.ValidationError("product_id", "is required")
-    kind = str(body.get("kind") or "")
+    product_id = int_field(body, "product_id", required=True)
+    kind = text_field(body, "kind")
     async with request.app[keys.POOL].acquire() as conn:
         await stock.get_product(conn, product_id)
         if kind == "receipt":
             await stock.receive(conn, product_id, body.get("quantity"), _now(), user.id)
         elif kind in ("shipment", "write_off"):
             await stock.ship(conn, product_id, body.get("quantity"), _now(),
-                             _int_or_none(body.get("deal_item_id"), "deal_item_id"), user.id, kind)
+                             int_field(body, "deal_item_id"), user.id, kind)
         else:
             raise errors.ValidationError("kind", "receipt, shipment or write_off")
         balance = await stock.balance(conn, product_id)
@@ -218,7 +237,7 @@ async def deals_page(request: web.Request) -> web.Response:
 async def deal_page(request: web.Request) -> web.Response:
     user = current_user(request)
     async with request.app[keys.POOL].acquire() as conn:
-        deal = await deals_db.get_deal(conn, user, int(request.match_info["deal_id"]))
+        deal = await deals_db.get_deal(conn, user, path_id(request, "deal_id"))
         items = await deals_db.list_items(conn, deal.id)
         history = await deals_db.stage_history(conn, deal.id)
         stages = await deals_db.list_stages(conn)
@@ -246,7 +265,7 @@ async def offer_page(request: web.Request) -> web.Response:
     user = current_user(request)
     settings = request.app[keys.SETTINGS]
     async with request.app[keys.POOL].acquire() as conn:
-        deal = await deals_db.get_deal(conn, user, int(request.match_info["deal_id"]))
+        deal = await deals_db.get_deal(conn, user, path_id(request, "deal_id"))
         items = await deals_db.list_items(conn, deal.id)
     return render(request, "offer.html", deal=deal, items=items, today=_now(),
                   company_name=settings.company_name, company_details=settings.company_details)
@@ -288,7 +307,7 @@ async def tasks_api(request: web.Request) -> web.Response:
 
 async def task_done(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
-        task = await tasks_db.complete_task(conn, current_user(request), int(request.match_info["task_id"]), _now())
+        task = await tasks_db.complete_task(conn, current_user(request), path_id(request, "task_id"), _now())
     if request.path.startswith("/api/"):
         return web.json_response({"id": task.id, "state": task.state})
     raise web.HTTPFound("/home")

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from crm import calls as calls_db
 from crm import deals as deals_db
-from crm import errors
 from crm import leads as leads_db
 from crm import mail as mail_db
 from crm import users as users_db
@@ -18,6 +17,7 @@ from crm.phones import parse_phone
 from web import keys
 from web.api import read_json
 from web.auth import current_user
+from web.deals import int_field, path_id, text_field
 from web.pages import render
 
 
@@ -31,7 +31,7 @@ def lead_json(lead: Lead) -> dict[str, Any]:
 
 
 def _lead_id(request: web.Request) -> int:
-    return int(request.match_info["lead_id"])
+    return path_id(request, "lead_id")
 
 
 async def list_api(request: web.Request) -> web.Response:
@@ -55,11 +55,12 @@ async def detail_api(request: web.Request) -> web.Response:
 async def create_api(request: web.Request) -> web.Response:
     body = await read_json(request)
     region = request.app[keys.SETTINGS].phone_region
-    phone = parse_phone(body["phone"], region).e164 if body.get("phone") else None
+    phone = text_field(body, "phone").strip()
     async with request.app[keys.POOL].acquire() as conn:
-        lead = await leads_db.create_manual_lead(conn, current_user(request), str(body.get("name") or ""), phone,
-                                                 str(body.get("email") or "") or None,
-                                                 str(body.get("company_name") or ""), str(body.get("message") or ""))
+        lead = await leads_db.create_manual_lead(conn, current_user(request), text_field(body, "name"),
+                                                 parse_phone(phone, region).e164 if phone else None,
+                                                 text_field(body, "email").strip() or None,
+                                                 text_field(body, "company_name"), text_field(body, "message"))
     return web.json_response(lead_json(lead), status=201)
 
 
@@ -68,26 +69,24 @@ async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Lead:
     lead_id = _lead_id(request)
     async with request.app[keys.POOL].acquire() as conn:
         if action == "assign":
-            manager_id = data.get("manager_id")
-            try:
-                manager_id = int(manager_id)
-            except (TypeError, ValueError):
-                raise errors.ValidationError("manager_id", "choose a manager") from None
-            return await leads_db.assign_lead(conn, user, lead_id, manager_id)
+            return await leads_db.assign_lead(conn, user, lead_id, int_field(data, "manager_id", required=True))
         if action == "status":
-            return await leads_db.set_lead_status(conn, user, lead_id, str(data.get("status") or ""))
+            return await leads_db.set_lead_status(conn, user, lead_id, text_field(data, "status"))
         if action == "junk":
-            return await leads_db.junk_lead(conn, user, lead_id, str(data.get("reason") or ""))
+            return await leads_db.junk_lead(conn, user, lead_id, text_field(data, "reason"), datetime.now(UTC))
         if action == "convert":
-            lead = await leads_db.convert_lead(conn, user, lead_id, str(data.get("contact_name") or ""),
-                                               str(data.get("company_name") or ""),
-                                               request.app[keys.SETTINGS].phone_region)
-            if str(data.get("deal_title") or "").strip():
-                # Conversion with a deal: the client's request becomes the deal's needs.
-                await deals_db.create_deal(conn, user, str(data["deal_title"]), datetime.now(UTC),
-                                           contact_id=lead.contact_id, company_id=lead.company_id, lead_id=lead.id,
-                                           manager_id=lead.manager_id, needs=lead.first_message,
-                                           source=lead.source)
+            contact_name, company_name = text_field(data, "contact_name"), text_field(data, "company_name")
+            deal_title = text_field(data, "deal_title").strip()
+            # One transaction: a deal that cannot be made leaves the lead unconverted, to try again.
+            async with conn.transaction():
+                lead = await leads_db.convert_lead(conn, user, lead_id, contact_name, company_name,
+                                                   request.app[keys.SETTINGS].phone_region)
+                if deal_title:
+                    # Conversion with a deal: the client's request becomes the deal's needs.
+                    await deals_db.create_deal(conn, user, deal_title, datetime.now(UTC),
+                                               contact_id=lead.contact_id, company_id=lead.company_id,
+                                               lead_id=lead.id, manager_id=lead.manager_id,
+                                               needs=lead.first_message, source=lead.source)
             return lead
     raise web.HTTPNotFound()
 

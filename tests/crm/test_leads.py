@@ -1,11 +1,16 @@
 """Caller matching and leads: index-only lookups, one open lead per number, the lead's life."""
 
+from datetime import timedelta
+
 import asyncpg
 import pytest
 
 from crm import errors
 from crm import leads as leads_db
+from crm import mail as mail_db
+from crm.calls import save_call
 from crm.matching import MATCH_EXACT, MATCH_SUFFIX, find_caller
+from tests.crm.test_missed import HOURS, MONDAY_NOON, missed_call
 
 
 async def test_caller_found_by_exact_number_and_by_last_ten_digits(conn, factory):
@@ -101,3 +106,30 @@ async def test_two_open_leads_for_one_number_are_impossible(conn):
     await leads_db.get_or_create_phone_lead(conn, "+79160000003", "")
     with pytest.raises(asyncpg.UniqueViolationError):
         await conn.execute("INSERT INTO leads (source, phone_e164) VALUES ('manual', '+79160000003')")
+
+
+async def test_converting_a_lead_moves_its_emails_and_form_messages_to_the_contact(conn, factory):
+    head = await factory.user("head", role="head")
+    raws = [b"From: Olga <olga@example.com>\r\nTo: sales@example.com\r\nSubject: Reducers\r\n\r\nNeed 5 reducers.\r\n",
+            b"From: Olga <olga@example.com>\r\nTo: sales@example.com\r\nSubject: Re: Reducers\r\n\r\nAnd a pump.\r\n"]
+    for raw in raws:
+        await mail_db.process_stored(conn, await mail_db.store_raw(conn, raw, "127.0.0.1", "olga@example.com",
+                                                                   ["sales@example.com"]), raw, "RU")
+    (lead,) = await leads_db.list_leads(conn, head)
+    lead = await leads_db.convert_lead(conn, head, lead.id, "Olga", "Uralmash", "RU")
+    mails = await mail_db.list_party_mail(conn, lead.contact_id, None)
+    assert sorted(m["subject"] for m in mails) == ["Re: Reducers", "Reducers"]
+    rows = await conn.fetch("SELECT contact_id, company_id, lead_id FROM mail_messages")
+    assert [tuple(r) for r in rows] == [(lead.contact_id, lead.company_id, lead.id)] * 2
+
+
+async def test_junking_a_lead_closes_its_callback(conn, factory):
+    head = await factory.user("head", role="head")
+    saved = await save_call(conn, missed_call("m1", "+79161234567", MONDAY_NOON), hours=HOURS)
+    lead_id = await conn.fetchval("SELECT lead_id FROM missed_callers")
+    assert saved.missed_updates and lead_id is not None
+    await leads_db.junk_lead(conn, head, lead_id, "robocall", MONDAY_NOON + timedelta(hours=1))
+    task = await conn.fetchrow("SELECT kind, state, closed_at, closed_by FROM tasks")
+    assert tuple(task) == ("callback", "cancelled", MONDAY_NOON + timedelta(hours=1), head.id)
+    row = await conn.fetchrow("SELECT state, resolution FROM missed_callers")
+    assert tuple(row) == ("resolved", "not_needed")

@@ -18,7 +18,7 @@ from crm.leads import NewLead
 from crm.settings import Settings
 from web import keys
 from web.auth import current_user, require_role
-from web.pages import render
+from web.render import render
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +10,6 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
-from panoramisk import fast_agi
 
 from crm import contacts as contacts_db
 from crm import errors
@@ -23,10 +20,12 @@ from crm.matching import find_caller
 from crm.phones import normalise_caller, parse_phone
 from crm.routing_index import IndexKeeper, RoutingIndex
 from crm.settings import Settings
+from cti.agi import address_allowed, start_agi_server, token_matches
 from cti.routing import RouteDecision, decide, fallback_for
 from cti.service import TelephonyService
 from web import keys
 from web.auth import current_user
+from web.errors import json_error
 
 logger = logging.getLogger(__name__)
 
@@ -88,17 +87,7 @@ class Router:
 def _token_ok(request: web.Request, expected: str) -> bool:
     sent = (request.headers.get("X-Callboard-Token") or request.query.get("token")
             or request.headers.get("Authorization", "").removeprefix("Bearer ").strip())
-    return bool(expected) and bool(sent) and hmac.compare_digest(sent, expected)
-
-
-def _address_ok(request: web.Request, allowlist: tuple[str, ...]) -> bool:
-    if not allowlist:
-        return True
-    try:
-        address = ipaddress.ip_address(request.remote or "")
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(network, strict=False) for network in allowlist)
+    return token_matches(sent, expected)
 
 
 def routing_token(settings: Settings) -> str:
@@ -108,7 +97,8 @@ def routing_token(settings: Settings) -> str:
 async def route_http(request: web.Request) -> web.Response:
     """GET /api/route?caller=&did=&pbx= → the extension to dial, as text/plain (or JSON on request)."""
     settings = request.app[keys.SETTINGS]
-    if not _address_ok(request, settings.routing_allowlist) or not _token_ok(request, routing_token(settings)):
+    if (not address_allowed(request.remote or "", settings.routing_allowlist)
+            or not _token_ok(request, routing_token(settings))):
         logger.warning("routing request refused from %s", request.remote)
         return web.Response(status=403, text="forbidden\n")
     caller = request.query.get("caller", "")[:64]
@@ -117,56 +107,6 @@ async def route_http(request: web.Request) -> web.Response:
     if "application/json" in request.headers.get("Accept", ""):
         return web.json_response(decision.to_json())
     return web.Response(text=decision.target)
-
-
-# ------------------------------------------------------------------ FastAGI
-
-class AgiApplication(fast_agi.Application):
-    """panoramisk's FastAGI app; its handler loops forever on a connection closed before the blank
-    line (read() returns b'' and the loop never ends), so reading the request is bounded here."""
-
-    async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                raw = await reader.readuntil(b"\n\n")
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            writer.close()
-            return
-        headers = dict(line.split(": ", 1) for line in raw.decode("utf-8", "replace").split("\n") if ": " in line)
-        script = headers.get("agi_network_script", "").split("?")[0].strip("/")
-        route = self._route.get(script)
-        if route is None:
-            logger.error("FastAGI request for unknown script %r", script)
-        else:
-            request = fast_agi.Request(app=self, headers=headers, reader=reader, writer=writer,
-                                       encoding=self.default_encoding)
-            try:
-                await route(request)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                logger.info("FastAGI peer hung up during %r", script)
-            except Exception:
-                logger.exception("FastAGI route %r failed", script)
-        writer.close()
-
-
-def _agi_quote(value: str) -> str:
-    return '"' + value.replace("\\", "").replace('"', "").replace("\n", "") + '"'
-
-
-def make_agi_app(router: Router) -> AgiApplication:
-    app = AgiApplication(loop=asyncio.get_running_loop())
-
-    async def route(request: fast_agi.Request) -> None:
-        caller = request.headers.get("agi_callerid", "")
-        did = request.headers.get("agi_dnid") or request.headers.get("agi_extension", "")
-        decision = await router.route(caller, did)
-        for name, value in (("CALLBOARD_TARGET", decision.target), ("CALLBOARD_KIND", decision.kind),
-                            ("CALLBOARD_CONTACT", str(decision.contact_id or "")),
-                            ("CALLBOARD_REASON", decision.reason)):
-            await request.send_command(f"SET VARIABLE {name} {_agi_quote(value)}")
-
-    app.add_route("route", route)
-    return app
 
 
 async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -181,9 +121,9 @@ async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.ROUTER] = router
     server = None
     if settings.agi_port:
-        agi = make_agi_app(router)
         try:
-            server = await asyncio.start_server(agi.handler, settings.agi_host, settings.agi_port)
+            server = await start_agi_server(router.route, routing_token(settings), settings.routing_allowlist,
+                                            settings.agi_host, settings.agi_port)
             app[keys.AGI_PORT] = server.sockets[0].getsockname()[1]
             logger.info("FastAGI routing on agi://%s:%d/route", settings.agi_host, app[keys.AGI_PORT])
         except OSError as exc:
@@ -238,9 +178,7 @@ async def click_to_call(request: web.Request) -> web.Response:
 
 
 def _unavailable(message: str) -> web.Response:
-    from web.app import error_body
-
-    return web.json_response(error_body(503, message), status=503)
+    return json_error(503, message)
 
 
 def setup(app: web.Application) -> None:

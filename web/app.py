@@ -23,6 +23,7 @@ from web import (
     realtime,
     recordings,
     routing,
+    sockets,
     telephony,
 )
 from web.errors import error_middleware
@@ -60,6 +61,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app[keys.POOL] = pool
     app[keys.TEMPLATES] = make_templates(settings)
     app.on_response_prepare.append(set_security_headers)
+    app.on_shutdown.append(sockets.disconnect_all)
     health.setup(app)
     pages.setup(app)
     api.setup(app)

@@ -44,3 +44,16 @@ async def disconnect_user(app: web.Application, user_id: int) -> int:
     """Deactivation or password reset: every socket of the user closes now (call after the sessions
     were deleted, or the browser reconnects with its old cookie and is let in again)."""
     return await _disconnect_room(app, user_sockets_room(user_id))
+
+
+async def disconnect_all(app: web.Application) -> None:
+    """on_shutdown: the listener is closed already; open sockets would hold aiohttp's graceful wait (its
+    shutdown timeout) and reconnect at once, so they are told to go now."""
+    sio = app.get(keys.SIO)
+    if sio is None:
+        return
+    sids = [sid for sid, _ in sio.manager.get_participants("/", None)]
+    for sid in sids:
+        await sio.disconnect(sid)
+    await sio.shutdown()
+    logger.info("closed %d socket.io connection(s) for shutdown", len(sids))

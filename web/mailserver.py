@@ -18,6 +18,7 @@ from crm.leads import NewLead
 from crm.settings import Settings
 from web import keys
 from web.auth import current_user, require_role
+from web.errors import path_id
 from web.render import render
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ async def smtp_ctx(app: web.Application) -> AsyncIterator[None]:
 async def attachment(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         filename, content_type, data = await mail_db.get_attachment(
-            conn, current_user(request), int(request.match_info["message_id"]), int(request.match_info["att_id"]))
+            conn, current_user(request), path_id(request, "message_id"), path_id(request, "att_id"))
     # Always a download, never rendered inline: an attached HTML file must not run in our origin.
     quoted = filename.replace('"', "")
     return web.Response(body=data, content_type="application/octet-stream", headers={

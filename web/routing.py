@@ -153,11 +153,13 @@ async def click_to_call(request: web.Request) -> web.Response:
     phone = parse_phone(body["number"], settings.phone_region)
     contact_id = body.get("contact_id")
     if contact_id is not None:
-        if not isinstance(contact_id, int):
+        if isinstance(contact_id, bool) or not isinstance(contact_id, int):
             raise errors.ValidationError("contact_id", "must be an integer")
         async with request.app[keys.POOL].acquire() as conn:
             await contacts_db.get_party(conn, user, "contact", contact_id)  # 404 if not theirs
     telephony = request.app[keys.TELEPHONY]
+    if not isinstance(body.get("pbx") or "", str):
+        raise errors.ValidationError("pbx", "must be a PBX name")
     pbx = body.get("pbx") or telephony.default_pbx()
     if pbx is None or pbx not in telephony.connectors:
         return _unavailable("no PBX is configured")

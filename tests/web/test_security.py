@@ -165,6 +165,8 @@ BAD_INPUTS = [
     ("POST", "/api/calls", None, b"{"),
     ("POST", "/api/calls", {"number": 5}, None),
     ("POST", "/api/calls", {"number": "+7 916 000-00-00", "contact_id": 2**70}, None),
+    ("POST", "/api/calls", {"number": "+7 916 000-00-00", "pbx": ["lab"]}, None),
+    ("POST", "/api/calls", {"number": "+7 916 000-00-00", "contact_id": True}, None),
     ("GET", "/recordings/..%2f..%2fetc%2fpasswd", None, None),
     ("GET", f"/recordings/{LONG}", None, None),
     ("GET", f"/mail/{LONG}/attachments/{LONG}", None, None),

@@ -3,6 +3,7 @@ person, then add to their history or to a lead. Nothing here knows SMTP."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import html
 import json
@@ -157,6 +158,11 @@ def parse_message(raw: bytes, region: str, labels: dict[str, tuple[str, ...]] | 
     if not parsed.phones and parsed.kind != "email":
         parsed.phones = _phones(text, region)
     parsed.message = parsed.message.strip()[:20_000]
+    texts = (parsed.subject, parsed.sender_name, parsed.sender_email or "", parsed.text, parsed.name,
+             parsed.company, parsed.message, *(name for name, _, _ in parsed.attachments))
+    if any("\x00" in text for text in texts):
+        # PostgreSQL text cannot hold NUL: filed as unparsed (raw bytes kept) rather than lost in an error.
+        raise ValueError("the message text contains NUL bytes")
     return parsed
 
 
@@ -279,11 +285,17 @@ async def store_raw(conn: asyncpg.Connection, raw: bytes, peer: str, envelope_fr
     return await conn.fetchval(INSERT_RAW, peer[:100], envelope_from[:320], envelope_to, raw)
 
 
+async def mark_unparsed(conn: asyncpg.Connection, message_id: int, error: str) -> None:
+    """Kept raw, shown on the mail page with the reason: never lost silently."""
+    await conn.execute(MARK_UNPARSED, message_id, error[:1000])
+
+
 async def process_stored(conn: asyncpg.Connection, message_id: int, raw: bytes, region: str,
                          reply_within_hours: int = 4, now: datetime | None = None) -> IntakeResult:
     """Parse, match, file. A message that cannot be read stays stored as 'unparsed' with the reason."""
     try:
-        parsed = parse_message(raw, region)
+        # MIME parsing is CPU work (a big form or attachment takes tens of ms): off the event loop.
+        parsed = await asyncio.to_thread(parse_message, raw, region)
     except (ValueError, RecursionError, LookupError, TypeError, IndexError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         logger.warning("mail %d stored unparsed: %s", message_id, error)

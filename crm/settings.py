@@ -39,6 +39,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     session_secret: str = field(default="", repr=False)
+    # Behind HTTPS (directly or via a proxy that terminates TLS): cookies get Secure, answers get HSTS.
+    secure_cookies: bool = False
     phone_region: str = "RU"
     data_dir: Path = Path("var")
     pbxes: tuple[PbxSettings, ...] = ()
@@ -227,6 +229,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("host", "CALLBOARD_HOST", "host", str),
     ("port", "CALLBOARD_PORT", "port", _parse_port),
     ("session_secret", "CALLBOARD_SESSION_SECRET", "session_secret", str),
+    ("secure_cookies", "CALLBOARD_SECURE_COOKIES", "secure_cookies", _parse_bool),
     ("phone_region", "CALLBOARD_PHONE_REGION", "phone_region", _parse_region),
     ("data_dir", "CALLBOARD_DATA_DIR", "data_dir", Path),
     ("pbxes", "CALLBOARD_PBX", "pbx", _parse_pbxes),

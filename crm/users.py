@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -17,9 +18,19 @@ from crm.errors import AuthenticationFailed, Conflict, NotFound, TooManyAttempts
 ROLES = ("manager", "head", "admin")
 SESSION_LIFETIME = timedelta(days=7)
 THROTTLE_WINDOW = timedelta(minutes=15)
-THROTTLE_MAX_FAILURES = 5
+# Leaky buckets over THROTTLE_WINDOW (a sliding window without storing every attempt): each bucket holds
+# `capacity` attempts and drains at capacity / window. A refused attempt adds nothing past capacity + 1, so
+# a bucket is open again at most two drain steps after the guessing stops: nothing locks a user out for good.
+THROTTLE_MAX_FAILURES = 5  # one login from one address: the real user typing a wrong password
+THROTTLE_MAX_PER_ADDRESS = 20  # one address whatever the logins: stops a guesser's address
+THROTTLE_MAX_PER_LOGIN = 30  # one login from addresses it never logged in from: slows a distributed guess
+KNOWN_ADDRESS_DAYS = 30  # an address the login succeeded from lately is not held by THROTTLE_MAX_PER_LOGIN
 # scrypt parameters: n=2**14, r=8, p=1 costs ~16 MiB and a few tens of ms per login.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# An unknown or inactive login is checked against this hash (of a password nobody has), so it costs the
+# same scrypt run as a known one: the answer's timing does not tell which logins exist.
+DUMMY_HASH = ("scrypt$16384$8$1$a849cf7e0aae8564193357eaca7fa924$"
+              "ddd0f42b55692a90c79ab05a25fa626c6da42e30548c826f868abad576a250ac")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,7 @@ SELECT {USER_COLUMNS}, s.csrf_token FROM sessions s JOIN users u ON u.id = s.use
 WHERE s.token_hash = $1 AND s.expires_at > now() AND u.active
 """
 DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = $1"
+DELETE_USER_SESSIONS = "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2"
 DELETE_EXPIRED_SESSIONS = "DELETE FROM sessions WHERE expires_at <= now()"
 INSERT_TOKEN = "INSERT INTO api_tokens (user_id, token_hash, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
 SELECT_TOKEN_USER = f"""
@@ -75,11 +87,29 @@ WHERE t.token_hash = $1 AND u.id = t.user_id AND u.active
 RETURNING {USER_COLUMNS}
 """
 INSERT_ATTEMPT = "INSERT INTO login_attempts (login, remote, success) VALUES ($1, $2, $3)"
-COUNT_RECENT_FAILURES = """
-SELECT count(*) FROM login_attempts
-WHERE login = $1 AND NOT success AND at > $2
-  AND at > coalesce((SELECT max(at) FROM login_attempts WHERE login = $1 AND success), '-infinity')
+# One statement claims a slot in every bucket at once (keys sorted, so two claims never deadlock); the
+# attempt goes ahead only if every bucket had room. Rows are locked by the upsert, so parallel guesses
+# are counted one after another: 11 at once get 5 slots, not 11.
+CLAIM_THROTTLE = """
+INSERT INTO login_throttle AS t (key, capacity, level, updated_at)
+SELECT key, capacity, 1, $3 FROM unnest($1::text[], $2::int[]) AS c(key, capacity)
+ON CONFLICT (key) DO UPDATE SET
+    capacity = EXCLUDED.capacity,
+    level = least(greatest(t.level - greatest(extract(epoch FROM EXCLUDED.updated_at - t.updated_at), 0)
+                           * EXCLUDED.capacity / $4, 0) + 1, EXCLUDED.capacity + 1),
+    updated_at = greatest(t.updated_at, EXCLUDED.updated_at)
+RETURNING key, level <= capacity AS granted
 """
+# A right password gives its slots back (an office behind one address is not throttled by its own logins)
+# and empties the bucket of this login at this address: the person is who they said.
+REFUND_THROTTLE = """
+UPDATE login_throttle SET level = CASE WHEN key LIKE 'pair:%' THEN 0 ELSE greatest(level - 1, 0) END
+WHERE key = ANY($1::text[])
+"""
+KNOWN_ADDRESS = """
+SELECT EXISTS (SELECT 1 FROM login_attempts WHERE login = $1 AND remote = $2 AND success AND at > $3)
+"""
+DELETE_OLD_THROTTLE = "DELETE FROM login_throttle WHERE updated_at < $1"
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -135,9 +165,10 @@ async def create_user(
     wanted = devices_db.parse_devices(devices)
     if len(password) < 4:
         raise ValidationError("password", "must be at least 4 characters")
+    hashed = await hash_password_off_loop(password)
     async with conn.transaction():
         try:
-            row = await conn.fetchrow(INSERT_USER, login, hash_password(password), role, extension, display_name)
+            row = await conn.fetchrow(INSERT_USER, login, hashed, role, extension, display_name)
         except asyncpg.UniqueViolationError as exc:
             what = "extension" if "extension" in (exc.constraint_name or "") else "login"
             raise Conflict(f"a user with this {what} already exists") from exc
@@ -174,7 +205,7 @@ async def update_user(
 
 
 async def set_password(conn: asyncpg.Connection, user_id: int, password: str) -> None:
-    await conn.execute(UPDATE_PASSWORD, user_id, hash_password(password))
+    await conn.execute(UPDATE_PASSWORD, user_id, await hash_password_off_loop(password))
 
 
 async def get_user(conn: asyncpg.Connection, user_id: int) -> User | None:
@@ -200,17 +231,44 @@ async def count_users(conn: asyncpg.Connection) -> int:
     return await conn.fetchval(COUNT_USERS)
 
 
-async def authenticate(conn: asyncpg.Connection, login: str, password: str, remote: str, now: datetime) -> User:
-    """Check a login; throttled after THROTTLE_MAX_FAILURES failures within THROTTLE_WINDOW."""
-    login = (login or "").strip().lower()[:64]
-    failures = await conn.fetchval(COUNT_RECENT_FAILURES, login, now - THROTTLE_WINDOW)
-    if failures >= THROTTLE_MAX_FAILURES:
+async def hash_password_off_loop(password: str) -> str:
+    """scrypt takes tens of milliseconds of CPU: in a thread, so AMI events and popups do not wait."""
+    return await asyncio.to_thread(hash_password, password)
+
+
+def _throttle_keys(login: str, remote: str, known_address: bool) -> dict[str, int]:
+    keys = {f"addr:{remote}": THROTTLE_MAX_PER_ADDRESS, f"pair:{remote}|{login}": THROTTLE_MAX_FAILURES}
+    if not known_address:
+        keys[f"login:{login}"] = THROTTLE_MAX_PER_LOGIN
+    return keys
+
+
+async def claim_login_attempt(conn: asyncpg.Connection, login: str, remote: str, now: datetime) -> list[str]:
+    """Take a slot in each bucket of this attempt; return the claimed keys, or raise TooManyAttempts."""
+    known = await conn.fetchval(KNOWN_ADDRESS, login, remote, now - timedelta(days=KNOWN_ADDRESS_DAYS))
+    buckets = sorted(_throttle_keys(login, remote, known).items())
+    rows = await conn.fetch(CLAIM_THROTTLE, [k for k, _ in buckets], [c for _, c in buckets], now,
+                            THROTTLE_WINDOW.total_seconds())
+    if not all(row["granted"] for row in rows):
         raise TooManyAttempts(login)
+    return [k for k, _ in buckets]
+
+
+async def authenticate(conn: asyncpg.Connection, login: str, password: str, remote: str, now: datetime) -> User:
+    """Check a login, throttled per address, per login at an address, and per login (see THROTTLE_*)."""
+    # PostgreSQL text cannot hold NUL; such a login cannot exist, but it still costs a check and a slot.
+    login = (login or "").replace("\x00", "\ufffd").strip().lower()[:64]
+    remote = remote.replace("\x00", "\ufffd")[:64]
+    claimed = await claim_login_attempt(conn, login, remote, now)
     row = await conn.fetchrow(SELECT_USER_BY_LOGIN, login)
-    ok = row is not None and row["active"] and verify_password(password or "", row["password_hash"])
-    await conn.execute(INSERT_ATTEMPT, login, remote[:64], ok)
+    known = row is not None and row["active"]
+    matches = await asyncio.to_thread(verify_password, password or "", row["password_hash"] if known else DUMMY_HASH)
+    ok = known and matches
+    await conn.execute(INSERT_ATTEMPT, login, remote, ok)
     if not ok:
         raise AuthenticationFailed(login)
+    await conn.execute(REFUND_THROTTLE, claimed)
+    await conn.execute(DELETE_OLD_THROTTLE, now - THROTTLE_WINDOW)  # drained buckets; the table stays small
     return _user(row)
 
 
@@ -228,6 +286,11 @@ async def get_session(conn: asyncpg.Connection, token: str, pepper: str) -> Sess
 
 async def delete_session(conn: asyncpg.Connection, token: str, pepper: str) -> None:
     await conn.execute(DELETE_SESSION, hash_token(token, pepper))
+
+
+async def delete_user_sessions(conn: asyncpg.Connection, user_id: int, keep_token_hash: str = "") -> None:
+    """End every session of a user (deactivated, password reset), except the one that made the change."""
+    await conn.execute(DELETE_USER_SESSIONS, user_id, keep_token_hash)
 
 
 async def delete_expired_sessions(conn: asyncpg.Connection) -> None:

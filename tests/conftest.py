@@ -134,10 +134,23 @@ async def client(settings: Settings, pool: asyncpg.Pool, aiohttp_client):
     return await aiohttp_client(create_app(settings, pool))
 
 
+async def login_form_token(http, base_url: str = "") -> str:
+    """GET the login form as a browser would: its hidden CSRF token (the cookie goes to the session's jar)."""
+    page = await (await http.get(f"{base_url}/login")).text()
+    marker = '<input type="hidden" name="csrf_token" value="'
+    start = page.index(marker, page.index('action="/login"')) + len(marker)  # not the logout form's
+    return page[start:page.index('"', start)]
+
+
+async def post_login(http, login: str, password: str, base_url: str = "", **extra: str):
+    """POST the login form with its CSRF token, the way the browser does."""
+    data = {"login": login, "password": password, "csrf_token": await login_form_token(http, base_url), **extra}
+    return await http.post(f"{base_url}/login", data=data, allow_redirects=False)
+
+
 async def login(client, login: str, password: str | None = None) -> str:
     """Log in through the real form; return the session's CSRF token (from the page's meta tag)."""
-    resp = await client.post("/login", data={"login": login, "password": password or login, "next": "/contacts"},
-                             allow_redirects=False)
+    resp = await post_login(client, login, password or login, next="/contacts")
     assert resp.status == 302, await resp.text()
     page = await (await client.get("/contacts")).text()
     marker = '<meta name="csrf-token" content="'

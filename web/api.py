@@ -13,6 +13,8 @@ from crm.contacts import Kind, Party, PartyInput
 from crm.users import User
 from web import keys
 from web.auth import current_user, require_role
+from web.errors import MAX_ID, path_id
+from web.sockets import disconnect_user
 
 SECTIONS: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
 
@@ -51,6 +53,7 @@ def _devices(body: dict[str, Any]) -> list[str] | None:
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; broken JSON is 400 (web.errors), anything but an object 422."""
     body = await request.json()
     if not isinstance(body, dict):
         raise errors.ValidationError("body", "must be a JSON object")
@@ -61,13 +64,33 @@ def _optional_int(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise errors.ValidationError(name, "must be an integer or null")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise errors.ValidationError(name, "must be a positive integer or null")
+    return value
+
+
+def _optional_text(body: dict[str, Any], name: str, limit: int = 10_000) -> str | None:
+    value = body.get(name)
+    return None if value is None else _text(value, name, limit)
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    """A string PostgreSQL can keep, of a sane length: otherwise 422 naming the field."""
+    if not isinstance(value, str):
+        raise errors.ValidationError(name, "must be a string")
+    if len(value) > limit:
+        raise errors.ValidationError(name, f"must be at most {limit} characters")
+    if "\x00" in value:
+        raise errors.ValidationError(name, "must not contain NUL characters")
     return value
 
 
 def _party_input(body: dict[str, Any]) -> PartyInput:
     phones = []
+    if not isinstance(body.get("phones") or [], list):
+        raise errors.ValidationError("phones", "must be a list")
+    if len(body.get("phones") or []) > 50:
+        raise errors.ValidationError("phones", "at most 50 phones")
     for item in body.get("phones") or []:
         if isinstance(item, str):
             phones.append((item, ""))
@@ -76,14 +99,19 @@ def _party_input(body: dict[str, Any]) -> PartyInput:
         else:
             raise errors.ValidationError("phones", "each phone is a string or {raw, label}")
     emails = body.get("emails") or []
-    if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
-        raise errors.ValidationError("emails", "must be a list of strings")
-    name = body.get("name")
-    if not isinstance(name, str):
+    if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails) or len(emails) > 50:
+        raise errors.ValidationError("emails", "must be a list of at most 50 strings")
+    for raw, label in phones:
+        _text(raw, "phones", 100)
+        _text(label, "phones", 100)
+    for address in emails:
+        _text(address, "emails", 320)
+    name = _optional_text(body, "name", 500)
+    if name is None:
         raise errors.ValidationError("name", "is required")
     return PartyInput(
-        name=name, manager_id=_optional_int(body, "manager_id"), notes=str(body.get("notes") or ""),
-        company_id=_optional_int(body, "company_id"), tax_id=body.get("tax_id") or None,
+        name=name, manager_id=_optional_int(body, "manager_id"), notes=_optional_text(body, "notes") or "",
+        company_id=_optional_int(body, "company_id"), tax_id=_optional_text(body, "tax_id", 64) or None,
         phones=phones, emails=emails,
     )
 
@@ -113,7 +141,7 @@ async def list_parties(request: web.Request) -> web.Response:
 async def get_party(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         party = await contacts_db.get_party(conn, current_user(request), _kind(request),
-                                            int(request.match_info["party_id"]))
+                                            path_id(request, "party_id"))
     return web.json_response(party_json(party))
 
 
@@ -131,7 +159,7 @@ async def update_party(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         # With the version it was read at, an edit over someone else's newer save answers 409.
         party = await contacts_db.update_party(conn, current_user(request), _kind(request),
-                                               int(request.match_info["party_id"]), data,
+                                               path_id(request, "party_id"), data,
                                                request.app[keys.SETTINGS].phone_region,
                                                expected_version=_optional_int(body, "version"))
     return web.json_response(party_json(party))
@@ -147,7 +175,7 @@ async def list_users(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     current_user(request)
     async with request.app[keys.POOL].acquire() as conn:
-        user = await users_db.get_user(conn, int(request.match_info["user_id"]))
+        user = await users_db.get_user(conn, path_id(request, "user_id"))
     if user is None:
         raise errors.NotFound("user")
     return web.json_response(user_json(user))
@@ -157,32 +185,45 @@ async def create_user(request: web.Request) -> web.Response:
     require_role(request, "admin")
     body = await read_json(request)
     for name in ("login", "password", "role", "display_name"):
-        if not isinstance(body.get(name), str):
+        if _optional_text(body, name, 200) is None:
             raise errors.ValidationError(name, "is required")
-    extension = body.get("extension")
+    extension = _extension(body, None)
     async with request.app[keys.POOL].acquire() as conn:
         user = await users_db.create_user(conn, body["login"], body["password"], body["role"],
-                                          str(extension) if extension else None, body["display_name"],
-                                          devices=_devices(body) or ())
+                                          extension, body["display_name"], devices=_devices(body) or ())
     return web.json_response(user_json(user), status=201)
 
 
 async def update_user(request: web.Request) -> web.Response:
     require_role(request, "admin")
     body = await read_json(request)
-    user_id = int(request.match_info["user_id"])
+    user_id = path_id(request, "user_id")
     async with request.app[keys.POOL].acquire() as conn:
         current = await users_db.get_user(conn, user_id)
         if current is None:
             raise errors.NotFound("user")
-        extension = body.get("extension", current.extension)
+        active = body.get("active", current.active)
+        if not isinstance(active, bool):
+            raise errors.ValidationError("active", "must be true or false")
         user = await users_db.update_user(
-            conn, user_id, str(body.get("role", current.role)), str(extension) if extension else None,
-            str(body.get("display_name", current.display_name)), bool(body.get("active", current.active)),
+            conn, user_id, _optional_text(body, "role", 20) or current.role, _extension(body, current.extension),
+            _optional_text(body, "display_name", 200) or current.display_name, active,
             version=_optional_int(body, "version"), devices=_devices(body))
-        if isinstance(body.get("password"), str) and body["password"]:
+        password_reset = bool(_optional_text(body, "password", 200))
+        if password_reset:
             await users_db.set_password(conn, user_id, body["password"])
+        if password_reset or not user.active:
+            await users_db.delete_user_sessions(conn, user_id)
+    if password_reset or not user.active:
+        await disconnect_user(request.app, user_id)  # an open socket would otherwise keep its popups
     return web.json_response(user_json(user))
+
+
+def _extension(body: dict[str, Any], current: str | None) -> str | None:
+    value = body.get("extension", current)
+    if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
+        raise errors.ValidationError("extension", "must be 2 to 6 digits")
+    return str(value) if value not in (None, "") else None
 
 
 def _schema_ref(name: str) -> dict[str, str]:

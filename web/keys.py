@@ -11,19 +11,22 @@ from aiohttp import web
 
 from crm.settings import Settings
 from crm.users import User
+from cti.service import Notifier, TelephonyService
+from cti.simulator import AmiSimulator
 
-if TYPE_CHECKING:
-    pass
+if TYPE_CHECKING:  # web modules that import this one: named for type checkers only
+    from web.mailserver import IntakeHandler
+    from web.routing import Router
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
-TELEPHONY = web.AppKey("telephony", "TelephonyService")
-NOTIFIER = web.AppKey("notifier", "Notifier")
-DEMO_SIMULATOR = web.AppKey("demo_simulator", "AmiSimulator")
-ROUTER = web.AppKey("router", "Router")
+TELEPHONY = web.AppKey("telephony", TelephonyService)
+NOTIFIER = web.AppKey("notifier", Notifier)
+DEMO_SIMULATOR = web.AppKey("demo_simulator", AmiSimulator)
+ROUTER: web.AppKey[Router] = web.AppKey("router")
 SIO = web.AppKey("sio", socketio.AsyncServer)
-MAIL_HANDLER = web.AppKey("mail_handler", object)
+MAIL_HANDLER: web.AppKey[IntakeHandler] = web.AppKey("mail_handler")
 SMTP_PORT = web.AppKey("smtp_port", int)
 AGI_PORT = web.AppKey("agi_port", int)
 

@@ -18,7 +18,8 @@ from crm.leads import NewLead
 from crm.settings import Settings
 from web import keys
 from web.auth import current_user, require_role
-from web.pages import render
+from web.errors import path_id
+from web.render import render
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,14 @@ class IntakeHandler:
         try:
             async with self.pool.acquire() as conn:
                 result = await mail_db.process_stored(conn, message_id, raw, self.settings.phone_region)
-        except Exception:
-            # Stored already: accepted; the error stays visible on the mail page.
+        except Exception as exc:
+            # Stored already: accepted, and marked unparsed so the admin sees it and the reason on the mail page.
             logger.exception("mail %d stored but not processed", message_id)
+            try:
+                async with self.pool.acquire() as conn:
+                    await mail_db.mark_unparsed(conn, message_id, f"{type(exc).__name__}: {exc}")
+            except (OSError, asyncpg.PostgresError):
+                logger.error("mail %d could not be marked unparsed; it stays 'received'", message_id)
             return "250 OK stored"
         self.processed += 1
         notifier = self.app.get(keys.NOTIFIER)
@@ -107,7 +113,9 @@ def _authenticator(settings: Settings):
         login = auth_data.login.decode("utf-8", "replace")
         expected = users.get(login)
         ok = expected is not None and hmac.compare_digest(auth_data.password.decode("utf-8", "replace"), expected)
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers 535 itself. With the default (handled=True) it answered nothing and
+        # the sender hung until its own timeout.
+        return AuthResult(success=ok, handled=False)
 
     return check
 
@@ -146,7 +154,7 @@ async def smtp_ctx(app: web.Application) -> AsyncIterator[None]:
 async def attachment(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         filename, content_type, data = await mail_db.get_attachment(
-            conn, current_user(request), int(request.match_info["message_id"]), int(request.match_info["att_id"]))
+            conn, current_user(request), path_id(request, "message_id"), path_id(request, "att_id"))
     # Always a download, never rendered inline: an attached HTML file must not run in our origin.
     quoted = filename.replace('"', "")
     return web.Response(body=data, content_type="application/octet-stream", headers={

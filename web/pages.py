@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,20 +19,18 @@ from crm import mail as mail_db
 from crm import users as users_db
 from crm.contacts import Kind, PartyInput
 from web import keys
-from web.auth import SESSION_COOKIE, current_user
+from web.auth import CSRF_FIELD, SESSION_COOKIE, current_user
+from web.errors import path_id
+from web.render import render
+from web.sockets import disconnect_session
+
+__all__ = ["render", "setup"]  # render is imported from here by older page modules
 
 logger = logging.getLogger(__name__)
 
 KIND_BY_PATH: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
 TITLES = {"contact": ("Contacts", "Contact"), "company": ("Companies", "Company")}
-
-
-def render(request: web.Request, template: str, http_status: int = 200, **context: Any) -> web.Response:
-    env = request.app[keys.TEMPLATES]
-    html = env.get_template(template).render(
-        user=request.get(keys.USER), csrf_token=request.get(keys.CSRF) or "", path=request.path, **context
-    )
-    return web.Response(text=html, status=http_status, content_type="text/html")
+LOGIN_CSRF_COOKIE = "callboard_login_csrf"
 
 
 def _safe_next(target: str | None) -> str:
@@ -40,14 +40,34 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def secure_cookies(request: web.Request) -> bool:
+    """Secure when the browser speaks HTTPS to us, or to the proxy in front (the setting says so)."""
+    return request.secure or request.app[keys.SETTINGS].secure_cookies
+
+
+def _login_form(request: web.Request, http_status: int = 200, **context: Any) -> web.Response:
+    """The login form with a fresh CSRF token, echoed by a cookie: another site cannot log a browser in
+    to an account of its choosing (login CSRF), since it can neither read the token nor set the cookie."""
+    token = secrets.token_urlsafe(24)
+    response = render(request, "login.html", http_status=http_status, login_csrf=token, **context)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/login",
+                        max_age=3600, secure=secure_cookies(request))
+    return response
+
+
 async def login_page(request: web.Request) -> web.Response:
-    return render(request, "login.html", next=_safe_next(request.query.get("next")), error=None)
+    return _login_form(request, next=_safe_next(request.query.get("next")), error=None)
 
 
 async def login_submit(request: web.Request) -> web.Response:
     form = await request.post()
     login, password = str(form.get("login", "")), str(form.get("password", ""))
     target = _safe_next(str(form.get("next", "/")))
+    sent, expected = str(form.get(CSRF_FIELD, "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not sent or not expected or not hmac.compare_digest(sent, expected):
+        logger.warning("login form without its CSRF token from %s", request.remote)
+        return _login_form(request, http_status=403, next=target,
+                           error="The login form expired or came from another site. Please try again.")
     pool, settings = request.app[keys.POOL], request.app[keys.SETTINGS]
     now = datetime.now(UTC)
     try:
@@ -55,14 +75,15 @@ async def login_submit(request: web.Request) -> web.Response:
             user = await users_db.authenticate(conn, login, password, request.remote or "", now)
             token, _ = await users_db.create_session(conn, user, settings.session_secret, now)
     except errors.TooManyAttempts:
-        return render(request, "login.html", http_status=429, next=target,
-                      error="Too many failed attempts. Wait 15 minutes or ask an administrator.")
+        return _login_form(request, http_status=429, next=target,
+                           error="Too many failed attempts. Wait a few minutes or ask an administrator.")
     except errors.AuthenticationFailed:
         logger.info("failed login for %r from %s", login[:64], request.remote)
-        return render(request, "login.html", http_status=401, next=target, error="Wrong login or password.")
+        return _login_form(request, http_status=401, next=target, error="Wrong login or password.")
     response = web.HTTPFound(target)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", max_age=7 * 24 * 3600,
-                        secure=request.secure)
+                        secure=secure_cookies(request))
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
     raise response
 
 
@@ -71,6 +92,7 @@ async def logout(request: web.Request) -> web.Response:
     if token:
         async with request.app[keys.POOL].acquire() as conn:
             await users_db.delete_session(conn, token, request.app[keys.SETTINGS].session_secret)
+        await disconnect_session(request.app, token)  # the live socket of this session ends with it
     response = web.HTTPFound("/login")
     response.del_cookie(SESSION_COOKIE)
     raise response
@@ -85,10 +107,7 @@ def _kind(request: web.Request) -> Kind:
 
 
 def _party_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["party_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
+    return path_id(request, "party_id")
 
 
 async def party_list(request: web.Request) -> web.Response:

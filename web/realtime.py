@@ -28,6 +28,7 @@ from web import keys
 from web.auth import SESSION_COOKIE
 from web.deals import StuckDeal
 from web.mailserver import MailReceived
+from web.sockets import session_room
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def register_handlers(sio: socketio.AsyncServer, app: web.Application) -> None:
             raise socketio.exceptions.ConnectionRefusedError("log in first")
         user = session.user
         await sio.save_session(sid, {"user_id": user.id, "role": user.role, "extension": user.extension})
+        await sio.enter_room(sid, session_room(app, token))  # logout cuts it (web.sockets)
         await sio.enter_room(sid, user_room(user.id))
         if user.extension:
             await sio.enter_room(sid, extension_room(user.extension))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -12,14 +10,14 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
-from panoramisk import fast_agi
 
 from crm.demo import DEMO_ROUTING_TOKEN
-from crm.leads import get_or_create_phone_lead
+from crm.calls import lead_for_unknown_caller
 from crm.matching import find_caller
 from crm.phones import normalise_caller
 from crm.routing_index import IndexKeeper, RoutingIndex
 from crm.settings import Settings
+from cti.agi import address_allowed, start_agi_server, token_matches
 from cti.routing import RouteDecision, decide, fallback_for
 from cti.service import TelephonyService
 from web import keys
@@ -36,7 +34,7 @@ class Router:
     telephony: TelephonyService | None
     index: RoutingIndex | None = None
 
-    async def route(self, caller: str, did: str, pbx: str | None = None) -> RouteDecision:
+    async def route(self, caller: str, did: str, pbx: str | None = None, caller_name: str = "") -> RouteDecision:
         fallback = self.settings.routing_fallback
         if self.index is not None and self.index.ready:
             # A known caller is decided from memory: no I/O, so no deadline machinery needed.
@@ -44,7 +42,7 @@ class Router:
             if match is not None:
                 return decide(caller, match, self._state(match, pbx), fallback)
         started = time.perf_counter()
-        lookup = asyncio.ensure_future(self._lookup(caller, did, pbx))
+        lookup = asyncio.ensure_future(self._lookup(caller, did, pbx, caller_name))
         try:
             # shield: a slow lookup still finishes (and creates the lead) after we answered.
             async with asyncio.timeout(self.settings.routing_deadline_ms / 1000):
@@ -60,7 +58,7 @@ class Router:
                      (time.perf_counter() - started) * 1000)
         return decision
 
-    async def _lookup(self, caller: str, did: str, pbx: str | None) -> RouteDecision:
+    async def _lookup(self, caller: str, did: str, pbx: str | None, caller_name: str = "") -> RouteDecision:
         region = self.settings.phone_region
         e164 = normalise_caller(caller, region)
         lead_id = None
@@ -70,9 +68,14 @@ class Router:
             async with self.pool.acquire() as conn:
                 match = await find_caller(conn, caller, region, self.settings.suffix_match_digits)
         if match is None and e164 is not None:
-            async with self.pool.acquire() as conn:
-                lead, _ = await get_or_create_phone_lead(conn, e164, did)
-            lead_id = lead.id
+            # The one lead rule (cti.pipeline): the lead gets the caller's name and the heads a live push.
+            if self.telephony is not None:
+                lead = await self.telephony.pipeline.lead_for_caller(e164, did, caller_name)
+            else:
+                async with self.pool.acquire() as conn:
+                    caller_lead = await lead_for_unknown_caller(conn, e164, did, caller_name)
+                lead = caller_lead.lead if caller_lead is not None else None
+            lead_id = lead.id if lead is not None else None
         return decide(e164, match, self._state(match, pbx), self.settings.routing_fallback, lead_id)
 
     def _state(self, match, pbx: str | None) -> str | None:
@@ -84,17 +87,7 @@ class Router:
 def _token_ok(request: web.Request, expected: str) -> bool:
     sent = (request.headers.get("X-Callboard-Token") or request.query.get("token")
             or request.headers.get("Authorization", "").removeprefix("Bearer ").strip())
-    return bool(expected) and bool(sent) and hmac.compare_digest(sent, expected)
-
-
-def _address_ok(request: web.Request, allowlist: tuple[str, ...]) -> bool:
-    if not allowlist:
-        return True
-    try:
-        address = ipaddress.ip_address(request.remote or "")
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(network, strict=False) for network in allowlist)
+    return token_matches(sent, expected)
 
 
 def routing_token(settings: Settings) -> str:
@@ -104,65 +97,17 @@ def routing_token(settings: Settings) -> str:
 async def route_http(request: web.Request) -> web.Response:
     """GET /api/route?caller=&did=&pbx= → the extension to dial, as text/plain (or JSON on request)."""
     settings = request.app[keys.SETTINGS]
-    if not _address_ok(request, settings.routing_allowlist) or not _token_ok(request, routing_token(settings)):
+    if (not address_allowed(request.remote or "", settings.routing_allowlist)
+            or not _token_ok(request, routing_token(settings))):
         logger.warning("routing request refused from %s", request.remote)
         return web.Response(status=403, text="forbidden\n")
     caller = request.query.get("caller", "")[:64]
     did = request.query.get("did", "")[:64]
-    decision = await request.app[keys.ROUTER].route(caller, did, request.query.get("pbx") or None)
+    name = (request.query.get("name") or request.query.get("caller_name") or "")[:80]
+    decision = await request.app[keys.ROUTER].route(caller, did, request.query.get("pbx") or None, name)
     if "application/json" in request.headers.get("Accept", ""):
         return web.json_response(decision.to_json())
     return web.Response(text=decision.target)
-
-
-# ------------------------------------------------------------------ FastAGI
-
-class AgiApplication(fast_agi.Application):
-    """panoramisk's FastAGI app; its handler loops forever on a connection closed before the blank
-    line (read() returns b'' and the loop never ends), so reading the request is bounded here."""
-
-    async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                raw = await reader.readuntil(b"\n\n")
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            writer.close()
-            return
-        headers = dict(line.split(": ", 1) for line in raw.decode("utf-8", "replace").split("\n") if ": " in line)
-        script = headers.get("agi_network_script", "").split("?")[0].strip("/")
-        route = self._route.get(script)
-        if route is None:
-            logger.error("FastAGI request for unknown script %r", script)
-        else:
-            request = fast_agi.Request(app=self, headers=headers, reader=reader, writer=writer,
-                                       encoding=self.default_encoding)
-            try:
-                await route(request)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                logger.info("FastAGI peer hung up during %r", script)
-            except Exception:
-                logger.exception("FastAGI route %r failed", script)
-        writer.close()
-
-
-def _agi_quote(value: str) -> str:
-    return '"' + value.replace("\\", "").replace('"', "").replace("\n", "") + '"'
-
-
-def make_agi_app(router: Router) -> AgiApplication:
-    app = AgiApplication(loop=asyncio.get_running_loop())
-
-    async def route(request: fast_agi.Request) -> None:
-        caller = request.headers.get("agi_callerid", "")
-        did = request.headers.get("agi_dnid") or request.headers.get("agi_extension", "")
-        decision = await router.route(caller, did)
-        for name, value in (("CALLBOARD_TARGET", decision.target), ("CALLBOARD_KIND", decision.kind),
-                            ("CALLBOARD_CONTACT", str(decision.contact_id or "")),
-                            ("CALLBOARD_REASON", decision.reason)):
-            await request.send_command(f"SET VARIABLE {name} {_agi_quote(value)}")
-
-    app.add_route("route", route)
-    return app
 
 
 async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -173,13 +118,16 @@ async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
         index = RoutingIndex(settings.suffix_match_digits)
         keeper = IndexKeeper(index, app[keys.POOL])
         await keeper.start()
-    router = Router(settings, app[keys.POOL], app.get(keys.TELEPHONY), index)
+    telephony = app.get(keys.TELEPHONY)
+    if telephony is not None:
+        telephony.use_index(index)  # the call pipeline looks callers up in the same index first
+    router = Router(settings, app[keys.POOL], telephony, index)
     app[keys.ROUTER] = router
     server = None
     if settings.agi_port:
-        agi = make_agi_app(router)
         try:
-            server = await asyncio.start_server(agi.handler, settings.agi_host, settings.agi_port)
+            server = await start_agi_server(router.route, routing_token(settings), settings.routing_allowlist,
+                                            settings.agi_host, settings.agi_port)
             app[keys.AGI_PORT] = server.sockets[0].getsockname()[1]
             logger.info("FastAGI routing on agi://%s:%d/route", settings.agi_host, app[keys.AGI_PORT])
         except OSError as exc:

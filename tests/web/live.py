@@ -12,8 +12,10 @@ import socketio
 
 
 async def session_cookie(base_url: str, login: str) -> str:
-    async with aiohttp.ClientSession() as http:
-        resp = await http.post(f"{base_url}/login", data={"login": login, "password": login}, allow_redirects=False)
+    from tests.conftest import post_login
+
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # an IP host
+        resp = await post_login(http, login, login, base_url)
         assert resp.status == 302, await resp.text()
         return resp.cookies["callboard_session"].value
 

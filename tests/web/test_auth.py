@@ -1,7 +1,7 @@
 """Login, sessions, throttling, CSRF, API tokens and what each role may see."""
 
 from crm import users
-from tests.conftest import csrf_headers, login
+from tests.conftest import csrf_headers, login, post_login
 
 
 async def test_login_page_is_served(client):
@@ -20,7 +20,7 @@ async def test_pages_need_a_session(client):
 
 async def test_wrong_password_is_refused(client, factory):
     await factory.user("manager1", extension="101")
-    resp = await client.post("/login", data={"login": "manager1", "password": "nope"}, allow_redirects=False)
+    resp = await post_login(client, "manager1", "nope")
     assert resp.status == 401
     assert "Wrong login or password" in await resp.text()
     assert (await client.get("/api/contacts")).status == 401
@@ -29,17 +29,16 @@ async def test_wrong_password_is_refused(client, factory):
 async def test_login_is_throttled_after_repeated_failures(client, factory):
     await factory.user("manager1")
     for _ in range(users.THROTTLE_MAX_FAILURES):
-        resp = await client.post("/login", data={"login": "manager1", "password": "bad"}, allow_redirects=False)
+        resp = await post_login(client, "manager1", "bad")
         assert resp.status == 401
     # Even the right password is refused while throttled.
-    resp = await client.post("/login", data={"login": "manager1", "password": "manager1"}, allow_redirects=False)
+    resp = await post_login(client, "manager1", "manager1")
     assert resp.status == 429
 
 
 async def test_open_redirect_after_login_is_refused(client, factory):
     await factory.user("manager1")
-    resp = await client.post("/login", data={"login": "manager1", "password": "manager1",
-                                             "next": "//evil.example/"}, allow_redirects=False)
+    resp = await post_login(client, "manager1", "manager1", next="//evil.example/")
     assert resp.headers["Location"] == "/"
 
 

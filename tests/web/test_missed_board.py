@@ -19,8 +19,10 @@ async def wait_saved(app, count: int, timeout: float = 10) -> None:
 async def api_client(aiohttp_client_factory, base_url, login):
     import aiohttp
 
+    from tests.conftest import post_login
+
     session = aiohttp.ClientSession(base_url, cookie_jar=aiohttp.CookieJar(unsafe=True))  # an IP host
-    await session.post("/login", data={"login": login, "password": login}, allow_redirects=False)
+    await post_login(session, login, login)
     page = await (await session.get("/missed")).text()
     marker = '<meta name="csrf-token" content="'
     start = page.index(marker) + len(marker)

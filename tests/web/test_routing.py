@@ -10,11 +10,12 @@ from crm import users
 from crm.demo import seed_demo
 from crm.settings import PbxSettings
 from cti import events as ev
+from cti.agi import start_agi_server
 from cti.simulator import AmiSimulator
 from tests.conftest import csrf_headers, login
 from web.app import create_app
 from web.keys import ROUTER, TELEPHONY
-from web.routing import Router, make_agi_app
+from web.routing import Router
 
 OFFLINE_PBX = PbxSettings("lab", "127.0.0.1", 1, "u", "p")  # never connects; its tracker holds states
 
@@ -130,11 +131,12 @@ async def test_demo_token_routes_demo_client_to_manager1(settings, pool, conn, a
     assert await resp.text() == "101"
 
 
-async def agi_request(port: int, caller: str) -> dict[str, str]:
+async def agi_request(port: int, caller: str, token: str = "route-token") -> dict[str, str]:
     """A small AGI client playing Asterisk's side: send the environment, answer each command."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"agi_network: yes\nagi_network_script: route\nagi_request: agi://127.0.0.1/route\n"
-                 f"agi_channel: PJSIP/trunk-00000001\nagi_callerid: {caller}\nagi_dnid: 74951234567\n\n".encode())
+                 f"agi_channel: PJSIP/trunk-00000001\nagi_callerid: {caller}\nagi_dnid: 74951234567\n"
+                 f"agi_arg_1: {token}\n\n".encode())
     variables = {}
     while line := await reader.readline():
         command = line.decode().strip()
@@ -148,7 +150,7 @@ async def agi_request(port: int, caller: str) -> dict[str, str]:
 
 async def test_fastagi_door_sets_the_channel_variables(routed, people):
     app, _ = routed
-    server = await asyncio.start_server(make_agi_app(app[ROUTER]).handler, "127.0.0.1", 0)
+    server = await start_agi_server(app[ROUTER].route, "route-token", (), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         known = await agi_request(port, "74951234567")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from crm.demo import DEMO_ROUTING_TOKEN
 from crm.calls import lead_for_unknown_caller
+from crm.demo import DEMO_ROUTING_TOKEN
 from crm.matching import find_caller
 from crm.phones import normalise_caller
 from crm.routing_index import IndexKeeper, RoutingIndex

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from crm.settings import Settings, SettingsError, ensure_session_secret, load_settings
+from crm.settings import Settings, ensure_session_secret, load_settings
 
 logger = logging.getLogger("callboard")
 
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
     replay.add_argument("--json", action="store_true", help="one JSON object per finished call per line")
     replay.add_argument("--pbx", default="replay", help="PBX name for the calls")
+    replay.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="the server's TOML: trunk_endpoints, inbound_contexts, phone_region, devices")
 
     rebuild = commands.add_parser("rebuild", help="rebuild one call from the AMI journal and show (or save) it")
     rebuild.add_argument("--pbx", required=True, help="the PBX name")
@@ -184,9 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
     if args.command == "replay":
+        from crm.settings import SettingsError, load_settings
         from cti.replay import replay_files
+        from cti.service import rules_from
 
-        return replay_files(args.files, as_json=args.json, pbx=args.pbx, out=sys.stdout, err=sys.stderr)
+        try:
+            # The server's own TOML (and environment): trunks, inbound contexts, region, devices.
+            rules = rules_from(load_settings(config_file=args.config))
+        except SettingsError as exc:
+            print(f"replay: {exc}", file=sys.stderr)
+            return 2
+        return replay_files(args.files, as_json=args.json, pbx=args.pbx, out=sys.stdout, err=sys.stderr,
+                            rules=rules)
     if args.command == "simulate":
         from cti.simulator import run_simulator
 

@@ -52,6 +52,8 @@ class Settings:
     recordings_dir: Path | None = None
     # Direction rules (see cti/calls.py): endpoints that are trunks, contexts that take outside calls.
     trunk_endpoints: tuple[str, ...] = ("trunk",)
+    # Phones Asterisk names otherwise than by extension, beside those on the users page: device → extension.
+    devices: tuple[tuple[str, str], ...] = ()
     inbound_contexts: tuple[str, ...] = ("from-trunk", "from-pstn", "from-external")
     suffix_match_digits: int = 10
     routing_allowlist: tuple[str, ...] = ()
@@ -202,6 +204,19 @@ def parse_pbx_url(text: str) -> PbxSettings:
     )
 
 
+def _parse_devices(value: str | dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """'SIP/150010001=201,SIP/150010002=202' or a TOML table {"SIP/150010001" = "201"}."""
+    pairs = value.items() if isinstance(value, dict) else (
+        item.partition("=")[::2] for item in _parse_list(value))
+    out = []
+    for device, extension in pairs:
+        device, extension = str(device).strip(), str(extension).strip()
+        if "/" not in device or not extension:
+            raise ValueError(f"{device}={extension}: write TECH/endpoint=extension, e.g. SIP/150010001=201")
+        out.append((device, extension))
+    return tuple(out)
+
+
 def _parse_pbxes(value: Any) -> tuple[PbxSettings, ...]:
     if isinstance(value, str):
         pbxes = tuple(parse_pbx_url(item) for item in value.split(",") if item.strip())
@@ -241,6 +256,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("recordings_dir", "CALLBOARD_RECORDINGS_DIR", "recordings_dir", Path),
     ("trunk_endpoints", "CALLBOARD_TRUNK_ENDPOINTS", "trunk_endpoints", _parse_list),
     ("inbound_contexts", "CALLBOARD_INBOUND_CONTEXTS", "inbound_contexts", _parse_list),
+    ("devices", "CALLBOARD_DEVICES", "devices", _parse_devices),
     ("suffix_match_digits", "CALLBOARD_SUFFIX_MATCH_DIGITS", "suffix_match_digits", _parse_positive),
     ("routing_allowlist", "CALLBOARD_ROUTING_ALLOWLIST", "routing_allowlist", _parse_networks),
     ("agi_host", "CALLBOARD_AGI_HOST", "agi_host", str),

@@ -44,7 +44,7 @@ STATES_SHARE_SECONDS = 0.25
 
 def rules_from(settings: Settings) -> DirectionRules:
     return DirectionRules(frozenset(settings.trunk_endpoints), frozenset(settings.inbound_contexts),
-                          settings.phone_region)
+                          settings.phone_region, settings.devices)
 
 
 def _linkedid(event: ev.AmiEvent) -> str | None:
@@ -217,7 +217,8 @@ class TelephonyService:
 
     def _set_devices(self, devices: dict[str, str]) -> None:
         """Device names (SIP/150010001) → the users' extensions; called at start and on every change."""
-        self._devices = devices
+        # Devices given in the settings count too; the users page wins where both name one.
+        self._devices = devices = {**dict(self.settings.devices), **devices}
         for tracker in self.trackers.values():
             tracker.set_devices(devices)
 

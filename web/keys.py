@@ -11,7 +11,8 @@ from aiohttp import web
 
 from crm.settings import Settings
 from crm.users import User
-from cti.service import Notifier, TelephonyService
+from cti.pipeline import CallNotifier
+from cti.service import TelephonyService
 from cti.simulator import AmiSimulator
 
 if TYPE_CHECKING:  # web modules that import this one: named for type checkers only
@@ -22,7 +23,7 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 TELEPHONY = web.AppKey("telephony", TelephonyService)
-NOTIFIER = web.AppKey("notifier", Notifier)
+NOTIFIER = web.AppKey("notifier", CallNotifier)
 DEMO_SIMULATOR = web.AppKey("demo_simulator", AmiSimulator)
 ROUTER: web.AppKey[Router] = web.AppKey("router")
 SIO = web.AppKey("sio", socketio.AsyncServer)

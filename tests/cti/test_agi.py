@@ -17,7 +17,7 @@ class RecordingRoute:
     def __init__(self) -> None:
         self.asked: list[tuple[str, str]] = []
 
-    async def __call__(self, caller: str, did: str) -> RouteDecision:
+    async def __call__(self, caller: str, did: str, pbx: str | None = None, caller_name: str = "") -> RouteDecision:
         self.asked.append((caller, did))
         return DECISION
 

@@ -95,6 +95,7 @@ def replay(*names: str, chunk_size: int = 4096) -> tuple[list[dict], list[str]]:
     for record in records:
         body = record.to_json()
         del body["legs"], body["pbx"]
+        assert body.pop("backfilled") is False  # every call here was seen live
         bodies.append(body)
     return bodies, errors
 
@@ -207,5 +208,55 @@ def test_malformed_messages_are_reported_and_the_rest_still_counts(tmp_path):
     assert result.returncode == 0
     assert "malformed" in result.stderr and "incomplete Hangup" in result.stderr
     call = json.loads(result.stdout)
-    del call["pbx"]
+    del call["pbx"], call["backfilled"]
     assert call == EXPECTED["a_routed-answered"][0]
+
+
+def test_replay_reads_a_capture_saved_with_lf_line_endings(tmp_path):
+    path = tmp_path / "lf.ami"
+    path.write_bytes((AMI / "a_routed-answered.ami").read_bytes().replace(b"\r\n", b"\n"))
+    result = subprocess.run([sys.executable, "run.py", "replay", "--json", str(path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    call = json.loads(result.stdout)
+    del call["pbx"], call["backfilled"]
+    assert call == EXPECTED["a_routed-answered"][0]
+
+
+def test_replay_says_clearly_when_a_file_holds_no_ami_message(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("this is a shopping list\nmilk\n")
+    result = subprocess.run([sys.executable, "run.py", "replay", "--json", str(path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "no AMI message found" in result.stderr and "notes.txt" in result.stderr
+
+
+def test_replay_prints_calls_still_open_as_in_progress(tmp_path):
+    data = (AMI / "b_queue-answered-102.ami").read_bytes()
+    path = tmp_path / "half.ami"
+    path.write_bytes(data[: data.index(b"Event: BridgeEnter")])
+    result = subprocess.run([sys.executable, "run.py", "replay", "--json", str(path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (call,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (call["call_id"], call["outcome"], call["ended_at"], call["agents_rang"]) == (
+        "1795448064.2", "in_progress", None, ["101", "102"])
+    assert "still in progress" in result.stderr
+
+
+def test_replay_applies_the_servers_toml(tmp_path):
+    config = tmp_path / "callboard.toml"
+    config.write_text('trunk_endpoints = ["voipgrid-siproute-docker"]\ninbound_contexts = ["voipgrid_in"]\n'
+                      'phone_region = "NL"\n[devices]\n"SIP/150010002" = "202"\n')
+    trace = ROOT / "tests" / "fixtures" / "ami-cacofonisk" / "simple__ab_success_a_hangup.ami"
+    result = subprocess.run([sys.executable, "run.py", "replay", "--config", str(config), "--json", str(trace)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (call,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (call["direction"], call["caller"], call["answered_by"]) == ("internal", "201", "202")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('devices = "SIP150010002"\n')
+    result = subprocess.run([sys.executable, "run.py", "replay", "--config", str(bad), str(trace)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "devices" in result.stderr

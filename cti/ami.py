@@ -327,6 +327,11 @@ class AmiConnector:
         manager = self._manager
         for pattern in SERVER_SIDE_FILTERS:
             manager.send_action({"Action": "Filter", "Operation": "Add", "Filter": pattern})
+        # First who is a phone and who is a trunk (the call model reads EndpointList, PeerEntry and
+        # QueueMember), then the live channels classified with that knowledge. A PBX without chan_sip
+        # answers SIPpeers with an error: harmless.
+        for action in ("PJSIPShowEndpoints", "SIPpeers", "QueueStatus"):
+            manager.send_action({"Action": action})
         manager.send_action({"Action": "CoreShowChannels"}, as_list=True)
         manager.send_action({"Action": "ExtensionStateList"}, as_list=True)
 

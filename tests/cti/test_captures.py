@@ -260,3 +260,27 @@ def test_replay_applies_the_servers_toml(tmp_path):
     result = subprocess.run([sys.executable, "run.py", "replay", "--config", str(bad), str(trace)],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "devices" in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if EXPECTED[n]))
+def test_every_event_of_a_real_capture_delivered_twice_changes_nothing(name):
+    data = (AMI / f"{name}.ami").read_bytes()
+    messages = [m + b"\r\n\r\n" for m in data.split(b"\r\n\r\n") if m.strip()]
+    tracker = CallTracker("lab")
+    records = replay_stream([m for m in messages for _ in range(2)], tracker, [])
+    bodies = []
+    for record in records:
+        body = record.to_json()
+        del body["legs"], body["pbx"], body["backfilled"]
+        bodies.append(body)
+    assert bodies == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if EXPECTED[n]))
+def test_a_real_capture_cut_in_half_leaves_a_call_in_progress(name):
+    data = (AMI / f"{name}.ami").read_bytes()
+    messages = [m + b"\r\n\r\n" for m in data.split(b"\r\n\r\n") if m.strip()]
+    tracker = CallTracker("lab")
+    assert replay_stream(messages[: len(messages) // 2], tracker, []) == []
+    (live,) = tracker.in_progress()
+    assert (live.call_id, live.outcome, live.ended_at) == (EXPECTED[name][0]["call_id"], "in_progress", None)

@@ -75,3 +75,37 @@ async def test_link_dropped_while_ringing_and_back_before_the_caller_gives_up_is
     (call,) = sink.ended
     # The call was still ringing after the resync; its end was seen live, so its outcome is known.
     assert (call.outcome, call.answered_by) == ("missed", None)
+
+
+async def test_through_the_whole_service_no_missed_row_and_no_callback_task(settings, pool):
+    """The same drop at the answer, with the real service and PostgreSQL: the log says answered with its
+    talk time; the missed-call board and the tasks stay empty."""
+    from cti.pipeline import QuietNotifier
+    from cti.service import TelephonyService
+
+    simulator = AmiSimulator("cti", "cti-secret", seed=13)
+    port = await simulator.start()
+    service = TelephonyService(settings, pool, QuietNotifier(),
+                               pbxes=(PbxSettings("lab", "127.0.0.1", port, "cti", "cti-secret"),),
+                               connector_factory=lambda pbx, sink: AmiConnector(pbx, sink, min_backoff=0.05))
+    await service.start()
+    try:
+        await wait_until(lambda: service.connectors["lab"].state.state == "connected", 5)
+        simulator.place_call("+79161112255", "101", answer_after=2.0, talk_seconds=4.0, caller_name="Olga")
+        await wait_until(lambda: service.trackers["lab"].calls, 5)
+        await asyncio.sleep(1.5)
+        await simulator.close_listener()
+        await asyncio.sleep(1.0)
+        await simulator.start("127.0.0.1", port)
+        await wait_until(lambda: service.trackers["lab"].calls == {} and service.saved_calls >= 1, 20)
+        await service.drain()
+    finally:
+        await service.stop()
+        await simulator.stop()
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT outcome, answered_by, talk_seconds FROM calls")
+        missed = await conn.fetchval("SELECT count(*) FROM missed_callers")
+        tasks = await conn.fetchval("SELECT count(*) FROM tasks")
+    assert [(r["outcome"], r["answered_by"]) for r in rows] == [("answered", "101")]
+    assert 2 <= rows[0]["talk_seconds"] <= 4
+    assert (missed, tasks) == (0, 0)

@@ -59,6 +59,7 @@ USER_COLUMNS = """u.id, u.login, u.role, u.extension, u.display_name, u.active, 
 ARRAY(SELECT d.device FROM user_devices d WHERE d.user_id = u.id ORDER BY d.device) AS devices"""
 SELECT_USER = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
 SELECT_USER_BY_LOGIN = f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.login = $1"
+CLAIM_PASSWORD = "SELECT password_hash FROM users WHERE id = $1 AND active FOR UPDATE"
 SELECT_USER_BY_EXTENSION = f"SELECT {USER_COLUMNS} FROM users u WHERE u.extension = $1"
 LIST_USERS = f"SELECT {USER_COLUMNS} FROM users u ORDER BY u.display_name, u.id"
 COUNT_USERS = "SELECT count(*) FROM users"
@@ -229,6 +230,19 @@ async def list_users(conn: asyncpg.Connection) -> list[User]:
 
 async def count_users(conn: asyncpg.Connection) -> int:
     return await conn.fetchval(COUNT_USERS)
+
+
+async def change_own_password(conn: asyncpg.Connection, user: User, current: str, new: str,
+                              keep_token_hash: str) -> bool:
+    """A person changes their own password: False when `current` is wrong. Their other sessions end;
+    the one making the change stays. scrypt runs in a thread."""
+    async with conn.transaction():
+        stored = await conn.fetchval(CLAIM_PASSWORD, user.id)
+        if stored is None or not await asyncio.to_thread(verify_password, current, stored):
+            return False
+        await set_password(conn, user.id, new)
+        await delete_user_sessions(conn, user.id, keep_token_hash)
+    return True
 
 
 async def hash_password_off_loop(password: str) -> str:

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from crm import calls as calls_db
-from crm.devices import watch_device_map
+from crm.devices import list_device_map
 from crm.routing_index import RoutingIndex
 from crm.settings import PbxSettings, Settings
 from cti import events as ev
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 JOURNAL_FLUSH_SECONDS = 1.0
 JOURNAL_KEEP = timedelta(days=14)
+DEVICES_REFRESH_SECONDS = 30.0
 # How long a backfill waits for the resync, and how old a gap a restart still backfills.
 RESYNC_WAIT_SECONDS = 15.0
 BACKFILL_HORIZON = 24 * 3600.0
@@ -110,7 +111,8 @@ class TelephonyService:
         self._tasks = [asyncio.create_task(self._consume(), name="ami-consumer"),
                        asyncio.create_task(self._every(JOURNAL_FLUSH_SECONDS, self._flush), name="ami-journal"),
                        asyncio.create_task(self._every(3600, self._purge_journal), name="journal-retention"),
-                       asyncio.create_task(watch_device_map(self.pool, self._set_devices), name="device-map")]
+                       asyncio.create_task(self._every(DEVICES_REFRESH_SECONDS, self.refresh_devices, at_once=True),
+                                           name="device-map")]
         if self.settings.redis_url and self.pbxes:
             # Several nodes: each PBX is consumed by the node holding its lease, the others stand by.
             self._redis = aioredis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -215,8 +217,15 @@ class TelephonyService:
                 raw = await self._redis.hgetall(f"callboard:agents:{name}")
                 self._shared_states[name] = {k.decode(): v.decode() for k, v in raw.items()}
 
+    async def refresh_devices(self) -> None:
+        """Reload the users' devices: at start, every DEVICES_REFRESH_SECONDS (changes made on another
+        node), and at once when this node's admin page or API changes them. A poll, not LISTEN: a
+        connection held for ever per node and per purpose starves small pools."""
+        async with self.pool.acquire() as conn:
+            self._set_devices(await list_device_map(conn))
+
     def _set_devices(self, devices: dict[str, str]) -> None:
-        """Device names (SIP/150010001) → the users' extensions; called at start and on every change."""
+        """Device names (SIP/150010001) → the users' extensions."""
         # Devices given in the settings count too; the users page wins where both name one.
         self._devices = devices = {**dict(self.settings.devices), **devices}
         for tracker in self.trackers.values():

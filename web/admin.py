@@ -9,8 +9,9 @@ from multidict import MultiDictProxy
 from crm import errors
 from crm import users as users_db
 from web import keys
-from web.auth import current_user, require_role
+from web.auth import SESSION_COOKIE, current_user, require_role
 from web.pages import render
+from web.sockets import user_changed
 
 
 async def users_page(request: web.Request) -> web.Response:
@@ -45,7 +46,7 @@ async def users_action(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         try:
             if action == "new":
-                await users_db.create_user(conn, str(form.get("login", "")).strip().lower(),
+                created = await users_db.create_user(conn, str(form.get("login", "")).strip().lower(),
                                            str(form.get("password", "")), str(form.get("role", "")), extension,
                                            str(form.get("display_name", "")), devices=devices)
             else:
@@ -63,6 +64,11 @@ async def users_action(request: web.Request) -> web.Response:
             status = next(code for kind, code in _REFUSED.items() if isinstance(exc, kind))
             return render(request, "users.html", http_status=status, people=people,
                           roles=users_db.ROLES, error=str(exc), pbx_status={})
+    if action == "new":
+        await user_changed(request.app, created.id, end_sessions=False)
+    else:
+        # A deactivation or a new password ends the user's sessions and closes their sockets now.
+        await user_changed(request.app, user_id, end_sessions=bool(password) or form.get("active") != "on")
     raise web.HTTPFound("/admin/users")
 
 
@@ -75,14 +81,16 @@ async def password_change(request: web.Request) -> web.Response:
     user = current_user(request)
     form = await request.post()
     new = str(form.get("new", ""))
+    if len(new) < 8 or new != str(form.get("repeat", "")):
+        return render(request, "password.html", http_status=422, done=False,
+                      error="The new password needs at least 8 characters, typed twice the same.")
+    settings = request.app[keys.SETTINGS]
+    keep = users_db.hash_token(request.cookies.get(SESSION_COOKIE, ""), settings.session_secret)
     async with request.app[keys.POOL].acquire() as conn:
-        row = await conn.fetchrow(users_db.SELECT_USER_BY_LOGIN, user.login)
-        if not users_db.verify_password(str(form.get("current", "")), row["password_hash"]):
-            return render(request, "password.html", http_status=401, error="The current password is wrong.", done=False)
-        if len(new) < 8 or new != str(form.get("repeat", "")):
-            return render(request, "password.html", http_status=422, done=False,
-                          error="The new password needs at least 8 characters, typed twice the same.")
-        await users_db.set_password(conn, user.id, new)
+        # The other browsers of this person are logged out; this one stays.
+        changed = await users_db.change_own_password(conn, user, str(form.get("current", "")), new, keep)
+    if not changed:
+        return render(request, "password.html", http_status=401, error="The current password is wrong.", done=False)
     return render(request, "password.html", error=None, done=True)
 
 

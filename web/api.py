@@ -14,7 +14,7 @@ from crm.users import User
 from web import keys
 from web.auth import current_user, require_role
 from web.errors import MAX_ID, path_id
-from web.sockets import disconnect_user
+from web.sockets import user_changed
 
 SECTIONS: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
 
@@ -191,6 +191,7 @@ async def create_user(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         user = await users_db.create_user(conn, body["login"], body["password"], body["role"],
                                           extension, body["display_name"], devices=_devices(body) or ())
+    await user_changed(request.app, user.id, end_sessions=False)
     return web.json_response(user_json(user), status=201)
 
 
@@ -212,10 +213,8 @@ async def update_user(request: web.Request) -> web.Response:
         password_reset = bool(_optional_text(body, "password", 200))
         if password_reset:
             await users_db.set_password(conn, user_id, body["password"])
-        if password_reset or not user.active:
-            await users_db.delete_user_sessions(conn, user_id)
-    if password_reset or not user.active:
-        await disconnect_user(request.app, user_id)  # an open socket would otherwise keep its popups
+    # An open socket would otherwise keep its popups after a deactivation or a password reset.
+    await user_changed(request.app, user_id, end_sessions=password_reset or not user.active)
     return web.json_response(user_json(user))
 
 

@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from crm import users as users_db
 from crm.users import hash_token
 from web import keys
 
@@ -57,3 +58,15 @@ async def disconnect_all(app: web.Application) -> None:
         await sio.disconnect(sid)
     await sio.shutdown()
     logger.info("closed %d socket.io connection(s) for shutdown", len(sids))
+
+
+async def user_changed(app: web.Application, user_id: int, end_sessions: bool) -> None:
+    """After an admin edit: the telephony side learns the user's devices now (not at its next poll);
+    a deactivation or a password reset ends the user's sessions and closes their sockets."""
+    if end_sessions:
+        async with app[keys.POOL].acquire() as conn:
+            await users_db.delete_user_sessions(conn, user_id)
+        await disconnect_user(app, user_id)
+    telephony = app.get(keys.TELEPHONY)
+    if telephony is not None:
+        await telephony.refresh_devices()

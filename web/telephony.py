@@ -25,7 +25,9 @@ from cti.clicktocall import CallRequest, ClickToCall
 from cti.service import QuietNotifier, TelephonyService
 from cti.simulator import AmiSimulator
 from web import keys
+from web.api import read_json
 from web.auth import current_user, require_role
+from web.errors import MAX_ID, json_error
 from web.realtime import user_room
 
 logger = logging.getLogger(__name__)
@@ -90,8 +92,8 @@ async def click_to_call(request: web.Request) -> web.Response:
     phone rings, then the number is dialled. Ringing, answered or failed follow as socket.io
     'call_request' events and at GET /api/calls/requests/{id}."""
     user = current_user(request)
-    body = await request.json()
-    if not isinstance(body, dict) or not isinstance(body.get("number"), str):
+    body = await read_json(request)
+    if not isinstance(body.get("number"), str):
         raise errors.ValidationError("number", "is required")
     settings = request.app[keys.SETTINGS]
     if not user.extension:
@@ -99,11 +101,13 @@ async def click_to_call(request: web.Request) -> web.Response:
     phone = parse_phone(body["number"], settings.phone_region)
     contact_id = body.get("contact_id")
     if contact_id is not None:
-        if not isinstance(contact_id, int) or isinstance(contact_id, bool):
-            raise errors.ValidationError("contact_id", "must be an integer")
+        if not isinstance(contact_id, int) or isinstance(contact_id, bool) or not 0 < contact_id <= MAX_ID:
+            raise errors.ValidationError("contact_id", "must be a contact's id")
         async with request.app[keys.POOL].acquire() as conn:
             await contacts_db.get_party(conn, user, "contact", contact_id)  # 404 if not theirs
     telephony = request.app[keys.TELEPHONY]
+    if not isinstance(body.get("pbx") or "", str):
+        raise errors.ValidationError("pbx", "must be a PBX name")
     pbx = body.get("pbx") or telephony.default_pbx()
     if not isinstance(pbx, str) or pbx not in telephony.connectors:
         return _unavailable("no PBX is configured" if pbx is None else f"no PBX named {pbx}")
@@ -129,9 +133,7 @@ async def call_request_api(request: web.Request) -> web.Response:
 
 
 def _unavailable(message: str) -> web.Response:
-    from web.app import error_body
-
-    return web.json_response(error_body(503, message), status=503)
+    return json_error(503, message)
 
 
 def call_json(call: CallRow) -> dict[str, Any]:

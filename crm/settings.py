@@ -69,6 +69,8 @@ class Settings:
     company_name: str = "Your Company LLC"
     company_details: str = ""
     demo: bool = False
+    language: str = "ru"  # pages for a reader with no choice of their own and no Accept-Language we speak
+    currency: str = "RUB"  # ISO 4217; amounts are shown in it
 
     @property
     def recordings_path(self) -> Path:
@@ -209,6 +211,26 @@ def _parse_pbxes(value: Any) -> tuple[PbxSettings, ...]:
     return pbxes
 
 
+# The languages with a complete catalog in web/locale (a test keeps them complete).
+LANGUAGES = ("ru", "en")
+
+
+def _parse_language(value: str) -> str:
+    language = value.strip().lower()
+    if language not in LANGUAGES:
+        raise ValueError(f"unknown language {value!r} (use one of {', '.join(LANGUAGES)})")
+    return language
+
+
+def _parse_currency(value: str) -> str:
+    from babel.numbers import get_currency_name  # imported here: only this setting needs the CLDR tables
+
+    code = value.strip().upper()
+    if len(code) != 3 or not code.isalpha() or get_currency_name(code, locale="en") == code:
+        raise ValueError(f"unknown currency {value!r} (use an ISO 4217 code such as RUB)")
+    return code
+
+
 # (setting name, environment variable, TOML key, parser)
 _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("database_url", "DATABASE_URL", "database_url", _parse_db_url),
@@ -245,6 +267,8 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("smtp_max_bytes", "CALLBOARD_SMTP_MAX_BYTES", "smtp_max_bytes", _parse_positive),
     ("company_name", "CALLBOARD_COMPANY_NAME", "company_name", str),
     ("company_details", "CALLBOARD_COMPANY_DETAILS", "company_details", str),
+    ("language", "CALLBOARD_LANGUAGE", "language", _parse_language),
+    ("currency", "CALLBOARD_CURRENCY", "currency", _parse_currency),
 )
 
 

@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import jinja2
@@ -21,6 +20,7 @@ from web import (
     auth,
     deals,
     health,
+    i18n,
     keys,
     leads,
     mailserver,
@@ -31,6 +31,7 @@ from web import (
     routing,
     telephony,
 )
+from web.i18n import N_
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +97,16 @@ async def error_middleware(
     raise problem
 
 
-_ERROR_PAGES = {403: "Not allowed", 404: "Not found"}
+_ERROR_PAGES = {403: N_("Not allowed"), 404: N_("Not found")}
 
 
 def _error_page(request: web.Request, exc: web.HTTPException) -> web.Response:
     """People get a page they can leave from, not a bare status line."""
     from web.pages import render
 
-    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else (
-        "Your role does not allow this page." if exc.status == 403 else "There is nothing here, or it is not yours.")
+    fallback = (N_("Your role does not allow this page.") if exc.status == 403
+                else N_("There is nothing here, or it is not yours."))
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else fallback
     return render(request, "error.html", http_status=exc.status, title=_ERROR_PAGES[exc.status], message=detail)
 
 
@@ -115,31 +117,10 @@ def make_templates(settings: Settings) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         enable_async=False,
     )
-    zone = ZoneInfo(settings.timezone)
     env.filters["phone"] = lambda e164, ext=None: format_phone(e164, ext)
-    env.filters["localtime"] = lambda dt, fmt="%d.%m.%Y %H:%M": dt.astimezone(zone).strftime(fmt) if dt else ""
-    env.filters["duration"] = format_duration
-    env.filters["qty"] = format_quantity
+    i18n.install(env)  # gettext and the locale's formats (dates in the company's zone, money, durations)
     env.globals["demo"] = settings.demo
     return env
-
-
-def format_quantity(value) -> str:
-    """Decimal('2.000') → '2'; Decimal('2.500') → '2.5'."""
-    if value is None:
-        return ""
-    text = f"{value:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def format_duration(seconds: float | int | None) -> str:
-    """65 → '1:05'; 3725 → '1:02:05'."""
-    if seconds is None:
-        return ""
-    total = int(round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
@@ -148,6 +129,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app[keys.SETTINGS] = settings
     app[keys.POOL] = pool
     app[keys.TEMPLATES] = make_templates(settings)
+    app[keys.I18N] = i18n.I18n(settings)
     health.setup(app)
     pages.setup(app)
     api.setup(app)

@@ -18,19 +18,25 @@ from crm import users as users_db
 from crm.contacts import Kind, PartyInput
 from web import keys
 from web.auth import SESSION_COOKIE, current_user
+from web.i18n import N_, request_reader
 
 logger = logging.getLogger(__name__)
 
 KIND_BY_PATH: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
-TITLES = {"contact": ("Contacts", "Contact"), "company": ("Companies", "Company")}
+TITLES = {"contact": (N_("Contacts"), N_("Contact")), "company": (N_("Companies"), N_("Company"))}
 
 
 def render(request: web.Request, template: str, http_status: int = 200, **context: Any) -> web.Response:
     env = request.app[keys.TEMPLATES]
+    reader = request_reader(request)
     html = env.get_template(template).render(
-        user=request.get(keys.USER), csrf_token=request.get(keys.CSRF) or "", path=request.path, **context
+        user=request.get(keys.USER), csrf_token=request.get(keys.CSRF) or "", path=request.path,
+        i18n=reader, lang=reader.language, **context
     )
-    return web.Response(text=html, status=http_status, content_type="text/html")
+    response = web.Response(text=html, status=http_status, content_type="text/html")
+    response.headers["Content-Language"] = reader.language
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    return response
 
 
 def _safe_next(target: str | None) -> str:
@@ -56,10 +62,10 @@ async def login_submit(request: web.Request) -> web.Response:
             token, _ = await users_db.create_session(conn, user, settings.session_secret, now)
     except errors.TooManyAttempts:
         return render(request, "login.html", http_status=429, next=target,
-                      error="Too many failed attempts. Wait 15 minutes or ask an administrator.")
+                      error=N_("Too many failed attempts. Wait 15 minutes or ask an administrator."))
     except errors.AuthenticationFailed:
         logger.info("failed login for %r from %s", login[:64], request.remote)
-        return render(request, "login.html", http_status=401, next=target, error="Wrong login or password.")
+        return render(request, "login.html", http_status=401, next=target, error=N_("Wrong login or password."))
     response = web.HTTPFound(target)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", max_age=7 * 24 * 3600,
                         secure=request.secure)

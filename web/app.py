@@ -64,19 +64,19 @@ async def error_middleware(
     except errors.ValidationError as exc:
         if is_api:
             return _json_error(422, exc.message, exc.field)
-        problem: web.HTTPException = web.HTTPUnprocessableEntity(text=str(exc))
+        problem: web.HTTPException = web.HTTPUnprocessableEntity(text=_for_people(request, str(exc)))
     except errors.NotFound as exc:
         if is_api:
             return _json_error(404, f"{exc} not found")
-        problem = web.HTTPNotFound(text=f"This {exc} does not exist, or it is not yours.")
+        problem = web.HTTPNotFound(text=_for_people(request, f"This {exc} does not exist, or it is not yours."))
     except errors.Forbidden as exc:
         if is_api:
             return _json_error(403, str(exc))
-        problem = web.HTTPForbidden(text=str(exc))
+        problem = web.HTTPForbidden(text=_for_people(request, str(exc)))
     except errors.Conflict as exc:
         if is_api:
             return _json_error(409, str(exc))
-        problem = web.HTTPConflict(text=str(exc))
+        problem = web.HTTPConflict(text=_for_people(request, str(exc)))
     except web.HTTPException as exc:
         if is_api and exc.status >= 400:
             return _json_error(exc.status, exc.reason if exc.text in (None, "", f"{exc.status}: {exc.reason}")
@@ -95,6 +95,11 @@ async def error_middleware(
             ("/static/", "/recordings/", "/mail/")):
         return _error_page(request, problem)
     raise problem
+
+
+def _for_people(request: web.Request, text: str) -> str:
+    """A domain error as the reader's words (the API keeps the English message)."""
+    return i18n.request_reader(request).text(text)
 
 
 _ERROR_PAGES = {403: N_("Not allowed"), 404: N_("Not found")}

@@ -79,6 +79,8 @@ class Settings:
     cdr_table: str = "cdr"
     cdr_csv: Path | None = None
     cdr_timezone: str | None = None  # the zone Asterisk writes CDR times in; default: `timezone`
+    language: str = "ru"  # pages for a reader with no choice of their own and no Accept-Language we speak
+    currency: str = "RUB"  # ISO 4217; amounts are shown in it
 
     @property
     def recordings_path(self) -> Path:
@@ -237,6 +239,26 @@ def _parse_pbxes(value: Any) -> tuple[PbxSettings, ...]:
     return pbxes
 
 
+# The languages with a complete catalog in web/locale (a test keeps them complete).
+LANGUAGES = ("ru", "en")
+
+
+def _parse_language(value: str) -> str:
+    language = value.strip().lower()
+    if language not in LANGUAGES:
+        raise ValueError(f"unknown language {value!r} (use one of {', '.join(LANGUAGES)})")
+    return language
+
+
+def _parse_currency(value: str) -> str:
+    from babel.numbers import get_currency_name  # imported here: only this setting needs the CLDR tables
+
+    code = value.strip().upper()
+    if len(code) != 3 or not code.isalpha() or get_currency_name(code, locale="en") == code:
+        raise ValueError(f"unknown currency {value!r} (use an ISO 4217 code such as RUB)")
+    return code
+
+
 # (setting name, environment variable, TOML key, parser)
 _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("database_url", "DATABASE_URL", "database_url", _parse_db_url),
@@ -279,6 +301,8 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("cdr_table", "CALLBOARD_CDR_TABLE", "cdr_table", _parse_table_name),
     ("cdr_csv", "CALLBOARD_CDR_CSV", "cdr_csv", Path),
     ("cdr_timezone", "CALLBOARD_CDR_TIMEZONE", "cdr_timezone", _parse_timezone),
+    ("language", "CALLBOARD_LANGUAGE", "language", _parse_language),
+    ("currency", "CALLBOARD_CURRENCY", "currency", _parse_currency),
 )
 
 

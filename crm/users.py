@@ -14,6 +14,7 @@ import asyncpg
 
 from crm import devices as devices_db
 from crm.errors import AuthenticationFailed, Conflict, NotFound, TooManyAttempts, ValidationError
+from crm.settings import LANGUAGES
 
 ROLES = ("manager", "head", "admin")
 SESSION_LIFETIME = timedelta(days=7)
@@ -43,6 +44,7 @@ class User:
     active: bool
     version: int = 1  # bumped by every change; an edit based on an older version is refused
     devices: tuple[str, ...] = ()  # normalised device names (crm.devices), sorted
+    language: str | None = None  # None: the browser's Accept-Language, else the company setting
 
     @property
     def sees_everything(self) -> bool:
@@ -55,7 +57,7 @@ class Session:
     csrf_token: str
 
 
-USER_COLUMNS = """u.id, u.login, u.role, u.extension, u.display_name, u.active, u.version,
+USER_COLUMNS = """u.id, u.login, u.role, u.extension, u.display_name, u.active, u.version, u.language,
 ARRAY(SELECT d.device FROM user_devices d WHERE d.user_id = u.id ORDER BY d.device) AS devices"""
 SELECT_USER = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
 SELECT_USER_BY_LOGIN = f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.login = $1"
@@ -73,6 +75,7 @@ UPDATE users AS u SET role = $2, extension = $3, display_name = $4, active = $5,
 WHERE u.id = $1 RETURNING {USER_COLUMNS}
 """
 UPDATE_PASSWORD = "UPDATE users SET password_hash = $2 WHERE id = $1"
+UPDATE_LANGUAGE = "UPDATE users SET language = $2 WHERE id = $1"
 INSERT_SESSION = "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)"
 SELECT_SESSION = f"""
 SELECT {USER_COLUMNS}, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id
@@ -115,7 +118,7 @@ DELETE_OLD_THROTTLE = "DELETE FROM login_throttle WHERE updated_at < $1"
 
 def _user(row: asyncpg.Record) -> User:
     return User(row["id"], row["login"], row["role"], row["extension"], row["display_name"], row["active"],
-                row["version"], tuple(row["devices"]))
+                row["version"], tuple(row["devices"]), row["language"])
 
 
 def hash_password(password: str) -> str:
@@ -207,6 +210,13 @@ async def update_user(
 
 async def set_password(conn: asyncpg.Connection, user_id: int, password: str) -> None:
     await conn.execute(UPDATE_PASSWORD, user_id, await hash_password_off_loop(password))
+
+
+async def set_language(conn: asyncpg.Connection, user_id: int, language: str | None) -> None:
+    """None returns the person to the browser's language."""
+    if language is not None and language not in LANGUAGES:
+        raise ValidationError("language", f"one of {', '.join(LANGUAGES)}")
+    await conn.execute(UPDATE_LANGUAGE, user_id, language)
 
 
 async def get_user(conn: asyncpg.Connection, user_id: int) -> User | None:

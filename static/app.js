@@ -1,6 +1,7 @@
 // Callboard pages: click-to-call on every phone number; small, no build step.
 (function () {
   'use strict';
+  const {_, fill} = window.callboardI18n;
   const csrf = () => document.querySelector('meta[name=csrf-token]').content;
   const toast = (text, bad) => {
     const box = document.getElementById('toast');
@@ -19,10 +20,11 @@
       const resp = await fetch('/api/calls', {method: 'POST', credentials: 'same-origin',
         headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf()}, body: JSON.stringify(body)});
       const data = await resp.json();
-      if (resp.ok) toast('Your phone (' + data.extension + ') will ring: pick it up to call ' + data.display);
-      else toast(data.error ? data.error.message : 'The call could not be placed', true);
+      if (resp.ok) toast(fill(_('Your phone (%(extension)s) rings: pick it up to call %(number)s'),
+        {extension: data.extension, number: data.display || link.textContent.trim()}));
+      else toast(data.error ? data.error.message : _('The call could not be placed'), true);
     } catch (e) {
-      toast('Callboard is not reachable', true);
+      toast(_('Callboard is not reachable'), true);
     }
   });
 })();

@@ -7,6 +7,7 @@
   const indicator = document.getElementById('live');
   const stack = document.getElementById('popups');
   const popups = new Map();
+  const {_, label, text, fill, dateTime, duration} = window.callboardI18n;
 
   const el = (tag, className, text) => {
     const node = document.createElement(tag);
@@ -14,14 +15,9 @@
     if (text !== undefined && text !== null) node.textContent = String(text);
     return node;
   };
-  const duration = (s) => {
-    s = Math.round(s || 0);
-    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-    return (h ? h + ':' + String(m).padStart(2, '0') : m) + ':' + String(r).padStart(2, '0');
-  };
   const setLive = (on) => {
     if (!indicator) return;
-    indicator.textContent = on ? 'live' : 'reconnecting…';
+    indicator.textContent = on ? _('live') : _('reconnecting…');
     indicator.className = on ? 'live on' : 'live';
   };
   socket.on('connect', () => setLive(true));
@@ -42,43 +38,42 @@
     card.dataset.callId = p.call_id;
     card.setAttribute('role', 'alert');
     const head = el('div', 'popup-head');
-    head.append(el('span', 'badge ringing', p.originated ? 'Calling out' : 'Ringing'));
+    head.append(el('span', 'badge ringing', p.originated ? _('Calling out') : _('Ringing')));
     const close = el('button', 'link close', '×');
-    close.title = 'Close';
+    close.title = _('Close');
     close.addEventListener('click', () => { card.remove(); popups.delete(p.call_id); });
     head.append(close);
     card.append(head);
-    card.append(el('div', 'popup-number', p.display));
+    card.append(el('div', 'popup-number', p.number ? p.display : _('withheld')));
     const who = p.contact ? p.contact.name : (p.caller_name || '');
     if (who) card.append(el('div', 'popup-name', who));
     if (p.company) card.append(el('div', 'popup-company', p.company.name));
-    if (p.lead || (!p.originated && !p.contact && !p.company)) card.append(el('span', 'badge new-lead', 'New lead'));
-    if (p.manager) card.append(el('div', 'muted', 'Manager: ' + p.manager));
+    if (p.lead || (!p.originated && !p.contact && !p.company)) card.append(el('span', 'badge new-lead', _('New lead')));
+    if (p.manager) card.append(el('div', 'muted', fill(_('Manager: %(name)s'), {name: p.manager})));
     if (p.deals && p.deals.length) {
       const deals = el('ul', 'popup-deals');
-      p.deals.forEach((d) => deals.append(el('li', null, d.title + ' — ' + d.stage)));
+      p.deals.forEach((d) => deals.append(el('li', null, d.title + ' — ' + label(d.stage))));
       card.append(deals);
     }
     if (p.history && p.history.length) {
       const list = el('ul', 'popup-history');
       p.history.forEach((h) => {
-        const when = new Date(h.when).toLocaleString([], {dateStyle: 'short', timeStyle: 'short'});
-        list.append(el('li', null, when + ' · ' + h.direction + ' · ' + h.outcome +
+        list.append(el('li', null, dateTime(h.when) + ' · ' + label(h.direction) + ' · ' + label(h.outcome) +
           (h.talk_seconds ? ' · ' + duration(h.talk_seconds) : '') + (h.who ? ' · ' + h.who : '')));
       });
       card.append(list);
     }
     const actions = el('div', 'popup-actions');
     if (p.contact) {
-      const open = el('a', 'button', 'Open card');
+      const open = el('a', 'button', _('Open card'));
       open.href = '/contacts/' + p.contact.id;
       actions.append(open);
     } else if (p.company) {
-      const open = el('a', 'button', 'Open card');
+      const open = el('a', 'button', _('Open card'));
       open.href = '/companies/' + p.company.id;
       actions.append(open);
     } else if (p.lead) {
-      const open = el('a', 'button', 'Create contact');
+      const open = el('a', 'button', _('Create contact'));
       open.href = '/leads/' + p.lead.id;
       actions.append(open);
     }
@@ -89,8 +84,8 @@
 
   // Click-to-call: the card shows the number being called, from the click to the end of the call.
   const dialling = new Map();  // call_id → the request ('call_request' events)
-  const REQUEST_TEXT = {queued: 'Calling your phone…', ringing: 'Your phone rings: pick it up',
-    answered: 'Dialling the number…', failed: 'Not placed'};
+  const REQUEST_TEXT = {queued: _('Calling your phone…'), ringing: _('Your phone rings: pick it up'),
+    answered: _('Dialling the number…'), failed: _('Not placed')};
   socket.on('call_request', (r) => {
     dialling.set(r.call_id, r);
     if (!stack) return;
@@ -101,7 +96,7 @@
       stack.prepend(card);
     }
     const state = card.querySelector('.popup-state');
-    if (state) state.textContent = REQUEST_TEXT[r.state] + (r.reason ? ' (' + r.reason.replace('_', ' ') + ')' : '');
+    if (state) state.textContent = REQUEST_TEXT[r.state] + (r.reason ? ' (' + label(r.reason) + ')' : '');
     if (r.state === 'failed') {
       card.classList.remove('ringing');
       setTimeout(() => { card.remove(); popups.delete(r.call_id); }, 8000);
@@ -119,7 +114,8 @@
     popups.set(p.call_id, card);
     stack.prepend(card);
     if (document.hidden && 'Notification' in window && Notification.permission === 'granted') {
-      const n = new Notification('Call: ' + p.display, {body: (p.contact && p.contact.name) || p.caller_name || 'New lead'});
+      const n = new Notification(fill(_('Call: %(number)s'), {number: p.display}),
+        {body: (p.contact && p.contact.name) || p.caller_name || _('New lead')});
       n.onclick = () => { window.focus(); n.close(); };
     }
   });
@@ -131,21 +127,22 @@
     const badge = card.querySelector('.popup-head .badge');
     card.classList.remove('ringing');
     if (u.state === 'answered') {
-      badge.textContent = 'In call';
+      badge.textContent = _('In call');
       badge.className = 'badge answered';
-      state.textContent = 'Answered by ' + (u.answered_by || '…');
+      state.textContent = fill(_('Answered by %(who)s'), {who: u.answered_by || '…'});
     } else if (u.state === 'stopped') {
-      badge.textContent = u.answered_by ? 'Taken' : 'Stopped ringing';
+      badge.textContent = u.answered_by ? _('Taken') : _('Stopped ringing');
       badge.className = 'badge unknown';
-      state.textContent = u.answered_by ? 'Answered by ' + u.answered_by : 'Stopped ringing';
+      state.textContent = u.answered_by ? fill(_('Answered by %(who)s'), {who: u.answered_by}) : _('Stopped ringing');
       setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 8000);
     } else if (u.state === 'transferred') {
-      state.textContent = 'Transferred to ' + (u.answered_by || '…');
+      state.textContent = fill(_('Transferred to %(who)s'), {who: u.answered_by || '…'});
     } else if (u.state === 'ended') {
-      badge.textContent = 'Ended';
+      badge.textContent = _('Ended');
       badge.className = 'badge unknown';
-      state.textContent = u.outcome === 'answered' ? 'Call ended (' + duration(u.talk_seconds) + ')'
-        : 'Call ended: ' + u.outcome;
+      state.textContent = u.outcome === 'answered'
+        ? fill(_('Call ended (%(duration)s)'), {duration: duration(u.talk_seconds)})
+        : fill(_('Call ended: %(outcome)s'), {outcome: label(u.outcome)});
       setTimeout(() => { card.classList.add('fade'); }, 15000);
       setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 20000);
     }
@@ -162,7 +159,7 @@
       strip.append(badge, document.createTextNode(' '));
     }
     badge.className = 'badge agent-' + state;
-    badge.textContent = ext + ': ' + state.replace('_', ' ');
+    badge.textContent = ext + ': ' + label(state);
   };
   socket.on('agent_states', (states) => Object.entries(states).forEach(([ext, st]) => agentBadge(ext, st)));
   socket.on('agent_state', (s) => agentBadge(s.extension, s.state));
@@ -174,7 +171,7 @@
     document.dispatchEvent(new CustomEvent('callboard:task', {detail: t}));
     const box = document.getElementById('toast');
     if (!box) return;
-    box.textContent = t.text + ' — see the missed-call board';
+    box.textContent = fill(_('%(text)s — see the missed-call board'), {text: text(t.text)});
     box.className = 'show';
     setTimeout(() => { box.className = ''; }, 8000);
   });

@@ -2,6 +2,8 @@
 // Each hook acts only when its page's element is there.
 (function () {
   'use strict';
+  // The printable offer has no catalog (and nothing to say): words stay as they are there.
+  const {_, fill} = window.callboardI18n || {_: (m) => m, fill: (t, v) => t.replace(/%\((\w+)\)s/g, (m, k) => v[k])};
   const on = (event, selector, refresh) => {
     if (document.querySelector(selector)) document.addEventListener(event, refresh);
   };
@@ -23,8 +25,8 @@
       answer_after: f.answer.checked ? 3 : null, talk_seconds: 15};
     const r = await fetch('/api/demo/calls', {method: 'POST', headers: {'Content-Type': 'application/json',
       'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}, body: JSON.stringify(body)});
-    status.textContent = r.ok ? 'Ringing extension ' + body.extension + '… the call appears here when it ends.'
-      : (await r.json()).error.message;
+    status.textContent = r.ok ? fill(_('Ringing extension %(extension)s… the call appears here when it ends.'),
+      {extension: body.extension}) : (await r.json()).error.message;
   });
 
   // The printable offer's button.

@@ -96,7 +96,8 @@ async def conn(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 def settings(database_dsn: str, tmp_path: Path) -> Settings:
     return Settings(database_url=database_dsn, data_dir=tmp_path, session_secret="test-secret",
                     phone_region="RU", routing_token="route-token", recordings_dir=tmp_path / "recordings",
-                    agi_port=0, smtp_port=0, working_hours="00:00-23:59", working_days="1-7")  # tests run at any hour
+                    agi_port=0, smtp_port=0, working_hours="00:00-23:59", working_days="1-7",  # tests run at any hour
+                    language="en")  # the suite reads English words; tests/web/test_i18n.py checks Russian
 
 
 class Factory:

@@ -10,6 +10,7 @@ from crm import errors
 from crm import users as users_db
 from web import keys
 from web.auth import SESSION_COOKIE, current_user, require_role
+from web.i18n import N_
 from web.pages import render
 from web.sockets import user_changed
 
@@ -37,6 +38,11 @@ def _version(form: MultiDictProxy) -> int | None:
     return int(text)
 
 
+def _language(form: MultiDictProxy) -> str | None:
+    """'' is "as the browser asks"."""
+    return str(form.get("language", "")).strip() or None
+
+
 async def users_action(request: web.Request) -> web.Response:
     require_role(request, "admin")
     form = await request.post()
@@ -47,8 +53,9 @@ async def users_action(request: web.Request) -> web.Response:
         try:
             if action == "new":
                 created = await users_db.create_user(conn, str(form.get("login", "")).strip().lower(),
-                                           str(form.get("password", "")), str(form.get("role", "")), extension,
-                                           str(form.get("display_name", "")), devices=devices)
+                                                     str(form.get("password", "")), str(form.get("role", "")),
+                                                     extension, str(form.get("display_name", "")), devices=devices)
+                await users_db.set_language(conn, created.id, _language(form))
             else:
                 user_id = int(request.match_info["user_id"])
                 password = str(form.get("password", ""))
@@ -59,6 +66,8 @@ async def users_action(request: web.Request) -> web.Response:
                                            version=_version(form), devices=devices)
                 if password:
                     await users_db.set_password(conn, user_id, password)
+                if "language" in form:
+                    await users_db.set_language(conn, user_id, _language(form))
         except tuple(_REFUSED) as exc:
             people = await users_db.list_users(conn)
             status = next(code for kind, code in _REFUSED.items() if isinstance(exc, kind))
@@ -83,15 +92,25 @@ async def password_change(request: web.Request) -> web.Response:
     new = str(form.get("new", ""))
     if len(new) < 8 or new != str(form.get("repeat", "")):
         return render(request, "password.html", http_status=422, done=False,
-                      error="The new password needs at least 8 characters, typed twice the same.")
+                      error=N_("The new password needs at least 8 characters, typed twice the same."))
     settings = request.app[keys.SETTINGS]
     keep = users_db.hash_token(request.cookies.get(SESSION_COOKIE, ""), settings.session_secret)
     async with request.app[keys.POOL].acquire() as conn:
         # The other browsers of this person are logged out; this one stays.
         changed = await users_db.change_own_password(conn, user, str(form.get("current", "")), new, keep)
     if not changed:
-        return render(request, "password.html", http_status=401, error="The current password is wrong.", done=False)
+        return render(request, "password.html", http_status=401, error=N_("The current password is wrong."),
+                      done=False)
     return render(request, "password.html", error=None, done=True)
+
+
+async def language_change(request: web.Request) -> web.Response:
+    """One's own language; the pages follow it from the next request on."""
+    user = current_user(request)
+    form = await request.post()
+    async with request.app[keys.POOL].acquire() as conn:
+        await users_db.set_language(conn, user.id, _language(form))
+    raise web.HTTPFound("/password")
 
 
 def setup(app: web.Application) -> None:
@@ -100,3 +119,4 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/admin/users/{user_id:\\d+}/{action:edit}", users_action)
     app.router.add_get("/password", password_page)
     app.router.add_post("/password", password_change)
+    app.router.add_post("/password/language", language_change)

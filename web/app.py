@@ -15,6 +15,7 @@ from web import (
     auth,
     deals,
     health,
+    i18n,
     keys,
     leads,
     mailserver,
@@ -62,6 +63,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app[keys.TEMPLATES] = make_templates(settings)
     app.on_response_prepare.append(set_security_headers)
     app.on_shutdown.append(sockets.disconnect_all)
+    app[keys.I18N] = i18n.I18n(settings)
     health.setup(app)
     pages.setup(app)
     api.setup(app)

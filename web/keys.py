@@ -30,6 +30,7 @@ SIO = web.AppKey("sio", socketio.AsyncServer)
 MAIL_HANDLER: web.AppKey[IntakeHandler] = web.AppKey("mail_handler")
 SMTP_PORT = web.AppKey("smtp_port", int)
 AGI_PORT = web.AppKey("agi_port", int)
+I18N = web.AppKey("i18n", "I18n")  # web.i18n: catalogs and formats per language
 
 # Per-request: who is asking, their session's CSRF token, and whether they came with an API token.
 USER = web.RequestKey("user", User | None)

@@ -21,6 +21,7 @@ from crm.contacts import Kind, PartyInput
 from web import keys
 from web.auth import CSRF_FIELD, SESSION_COOKIE, current_user
 from web.errors import path_id
+from web.i18n import N_
 from web.render import render
 from web.sockets import disconnect_session
 
@@ -29,7 +30,7 @@ __all__ = ["render", "setup"]  # render is imported from here by older page modu
 logger = logging.getLogger(__name__)
 
 KIND_BY_PATH: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
-TITLES = {"contact": ("Contacts", "Contact"), "company": ("Companies", "Company")}
+TITLES = {"contact": (N_("Contacts"), N_("Contact")), "company": (N_("Companies"), N_("Company"))}
 LOGIN_CSRF_COOKIE = "callboard_login_csrf"
 
 
@@ -76,10 +77,10 @@ async def login_submit(request: web.Request) -> web.Response:
             token, _ = await users_db.create_session(conn, user, settings.session_secret, now)
     except errors.TooManyAttempts:
         return _login_form(request, http_status=429, next=target,
-                           error="Too many failed attempts. Wait a few minutes or ask an administrator.")
+                           error=N_("Too many failed attempts. Wait a few minutes or ask an administrator."))
     except errors.AuthenticationFailed:
         logger.info("failed login for %r from %s", login[:64], request.remote)
-        return _login_form(request, http_status=401, next=target, error="Wrong login or password.")
+        return _login_form(request, http_status=401, next=target, error=N_("Wrong login or password."))
     response = web.HTTPFound(target)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", max_age=7 * 24 * 3600,
                         secure=secure_cookies(request))

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
 
 from crm.phones import format_phone
 from crm.settings import Settings
-from web import keys
+from web import i18n, keys
+from web.i18n import request_reader
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 
 def render(request: web.Request, template: str, http_status: int = 200, **context: Any) -> web.Response:
     env = request.app[keys.TEMPLATES]
+    reader = request_reader(request)
     html = env.get_template(template).render(
-        user=request.get(keys.USER), csrf_token=request.get(keys.CSRF) or "", path=request.path, **context
+        user=request.get(keys.USER), csrf_token=request.get(keys.CSRF) or "", path=request.path,
+        i18n=reader, lang=reader.language, **context
     )
-    return web.Response(text=html, status=http_status, content_type="text/html")
+    response = web.Response(text=html, status=http_status, content_type="text/html")
+    response.headers["Content-Language"] = reader.language
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    return response
 
 
 def make_templates(settings: Settings) -> jinja2.Environment:
@@ -31,28 +36,7 @@ def make_templates(settings: Settings) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         enable_async=False,
     )
-    zone = ZoneInfo(settings.timezone)
     env.filters["phone"] = lambda e164, ext=None: format_phone(e164, ext)
-    env.filters["localtime"] = lambda dt, fmt="%d.%m.%Y %H:%M": dt.astimezone(zone).strftime(fmt) if dt else ""
-    env.filters["duration"] = format_duration
-    env.filters["qty"] = format_quantity
+    i18n.install(env)  # gettext and the locale's formats (dates in the company's zone, money, durations)
     env.globals["demo"] = settings.demo
     return env
-
-
-def format_quantity(value) -> str:
-    """Decimal('2.000') → '2'; Decimal('2.500') → '2.5'."""
-    if value is None:
-        return ""
-    text = f"{value:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def format_duration(seconds: float | int | None) -> str:
-    """65 → '1:05'; 3725 → '1:02:05'."""
-    if seconds is None:
-        return ""
-    total = int(round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -26,7 +26,7 @@ async def prepare_demo(pool, settings: Settings) -> None:
         if not await may_seed_demo(conn):
             raise DemoRefused("--demo refused: this database already holds real users; point DATABASE_URL "
                               "at an empty database or drop --demo")
-        await seed_demo(conn, settings.phone_region)
+        await seed_demo(conn, settings.phone_region, settings.language)
     logger.warning("DEMO MODE: demo users head/manager1/manager2/admin (password = login), "
                    "API token demo-admin-token. Not for real data.")
 

@@ -137,7 +137,7 @@ async def test_lead_to_deal_to_reservation_to_printed_offer(settings, pool, conn
         await page.click("text=Commercial offer")
     offer = await popup_info.value
     await expect(offer.locator("h1")).to_have_text("Commercial offer")
-    await expect(offer.locator("tfoot")).to_contain_text("360900.00")
+    await expect(offer.locator("tfoot")).to_contain_text("360,900.00")
     pdf = await offer.pdf()
     assert pdf.startswith(b"%PDF")
 

@@ -1,0 +1,315 @@
+"""Languages: gettext catalogs, the reader's language, Babel formats, and labels for the API's English codes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from aiohttp import web
+from babel import Locale
+from babel.dates import format_date, format_time
+from babel.numbers import format_currency, format_decimal, format_percent
+from babel.support import NullTranslations, Translations
+from babel.units import format_unit
+
+from crm.settings import LANGUAGES, Settings
+from web import keys
+
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+DOMAIN = "messages"
+JS_DOMAIN = "js"  # the messages of static/*.js, served to the page as JSON
+
+
+def N_(message: str) -> str:
+    """Marks a message for extraction; it is translated where it is shown, for that reader."""
+    return message
+
+
+# The codes the API keeps in English, with the words people read for them. A code not listed here is shown
+# as it is, with '_' as a space (a test keeps every listed word translated).
+CODE_LABELS = {
+    # call outcomes and directions
+    "answered": N_("answered"), "missed": N_("missed"), "abandoned": N_("abandoned"), "busy": N_("busy"),
+    "failed": N_("failed"), "unknown": N_("unknown"), "inbound": N_("inbound"), "outbound": N_("outbound"),
+    "internal": N_("internal"),
+    # missed-call board: reasons, states, resolutions
+    "no_answer": N_("no answer"), "abandoned_in_queue": N_("abandoned in queue"),
+    "abandoned_while_ringing": N_("abandoned while ringing"), "outside_working_hours": N_("outside working hours"),
+    "open": N_("open"), "in_progress": N_("in progress"), "resolved": N_("resolved"),
+    "called_back": N_("called back"), "called_us_again": N_("called us again"), "spam": N_("spam"),
+    "wrong_number": N_("wrong number"), "reached_another_way": N_("reached another way"),
+    "not_needed": N_("not needed"),
+    # leads: statuses and sources
+    "new": N_("new"), "in_work": N_("in work"), "qualified": N_("qualified"), "converted": N_("converted"),
+    "junk": N_("junk"), "phone": N_("phone"), "email": N_("e-mail"), "e-mail": N_("e-mail"),
+    "web_form": N_("web form"), "chat": N_("chat"), "manual": N_("manual"), "call": N_("call"),
+    # deals: statuses and loss reasons
+    "won": N_("won"), "lost": N_("lost"), "price": N_("price"), "competitor": N_("competitor"),
+    "no_budget": N_("no budget"), "no_decision": N_("no decision"), "lead_time": N_("lead time"),
+    "spec_mismatch": N_("spec mismatch"), "other": N_("other"),
+    # agents
+    "idle": N_("idle"), "ringing": N_("ringing"), "in_call": N_("in call"), "offline": N_("offline"),
+    # roles
+    "manager": N_("manager"), "head": N_("head"), "admin": N_("admin"),
+    # mail intake: kinds and statuses; orders
+    "request": N_("request"), "order": N_("order"), "parsed": N_("parsed"), "unparsed": N_("unparsed"),
+    "filed": N_("filed"), "received": N_("received"), "done": N_("done"),
+    # things named in "not found" messages
+    "contact": N_("contact"), "company": N_("company"), "deal": N_("deal"), "lead": N_("lead"),
+    "user": N_("user"), "task": N_("task"), "product": N_("product"), "item": N_("item"),
+    "attachment": N_("attachment"), "missed caller": N_("missed caller"),
+    "open missed caller": N_("open missed caller"), "open order": N_("open order"),
+    # PBX connection states; units of stock
+    "connected": N_("connected"), "connecting": N_("connecting"), "disconnected": N_("disconnected"),
+    "standby": N_("standby"), "closed": N_("closed"), "pcs": N_("pcs"), "set": N_("set"),
+    # form fields named by domain errors ("name: is empty")
+    "name": N_("name"), "display_name": N_("name"), "emails": N_("e-mail"),
+    "phones": N_("phones"), "extension": N_("extension"), "login": N_("login"), "password": N_("password"),
+    "company_id": N_("company"), "manager_id": N_("manager"), "tax_id": N_("tax id"), "version": N_("version"),
+    "devices": N_("devices"), "language": N_("language"), "role": N_("role"), "quantity": N_("quantity"),
+    "product_id": N_("product"), "reason": N_("reason"), "title": N_("title"),
+}
+# Domain errors shown on forms ("field: reason"); a reason not listed here is shown as written.
+DOMAIN_MESSAGES = (
+    N_("is empty"), N_("is required"), N_("must be a number"), N_("is longer than 200 characters"),
+    N_("must be 2 to 6 digits"), N_("use 2-64 lower-case letters, digits, '.', '_' or '-'"),
+    N_("at least 8 characters"), N_("give at least a name, a phone or an e-mail"), N_("no such company"),
+    N_("another user has this extension"), N_("choose a manager"), N_("is not a number; reload the page"),
+    N_("must be more than zero"), N_("must be zero or more"), N_("choose a product"),
+    N_("say why the lead is junk"), N_("this person already has an open lead"),
+    N_("assign the lead to a manager first"), N_("nothing is reserved for this item yet"),
+    N_("the task is already closed"), N_("a product with this SKU or barcode exists"),
+    N_("is too long to be a phone number"),
+)
+# Deal stages are rows (deal_stages.name); their names as seeded by migration 0007.
+STAGE_NAMES = (N_("Equipment selection"), N_("Commercial offer"), N_("Invoice / contract"),
+               N_("Reservation and production"), N_("Shipment"), N_("Installation"), N_("Service"))
+
+# Task titles and notifications are written by crm/ in English, from a fixed set of sentences (the row's `kind`
+# is the code, the sentence holds the parameters). They are translated where they are shown, by matching these
+# sentences; a group named in _LABELLED is itself a code to label. JavaScript gets the same table.
+SERVER_TEXTS = (
+    (r"^Call back (?P<number>.+) \(nobody assigned\)$", N_("Call back %(number)s (nobody assigned)")),
+    (r"^Call back (?P<number>.+)$", N_("Call back %(number)s")),
+    (r"^New lead: (?P<what>call|email|web form|chat|manual) from (?P<number>\+.*)$",
+     N_("New lead: %(what)s from %(number)s")),
+    (r"^New lead \((?P<source>[a-z ]+)\) without a phone or e-mail$",
+     N_("New lead (%(source)s) without a phone or e-mail")),
+    (r"^New lead \((?P<source>[a-z ]+)\): (?P<name>.*)$", N_("New lead (%(source)s): %(name)s")),
+    (r"^New lead: (?P<name>.*)$", N_("New lead: %(name)s")),
+    (r"^Deal stuck at “(?P<stage>[^”]*)”: (?P<title>.*)$", N_("Deal stuck at “%(stage)s”: %(title)s")),
+    (r"^This (?P<thing>[a-z ]+) does not exist, or it is not yours\.$",
+     N_("This %(thing)s does not exist, or it is not yours.")),
+    (r"^Reply: (?P<subject>.*)$", N_("Reply: %(subject)s")),
+    (r"^New (?P<kind>[a-z ]+) from (?P<name>.*)$", N_("New %(kind)s from %(name)s")),
+)
+_LABELLED = ("what", "source", "kind", "stage", "thing")
+_SERVER_TEXTS = tuple((re.compile(pattern, re.S), message) for pattern, message in SERVER_TEXTS)
+
+# Dates as `28.11.2026 19:41` (ru) or `11/28/26 7:41 PM` (en): CLDR's short date and short time; the pages'
+# JavaScript formats with Intl.DateTimeFormat and these options, in the company's time zone, not the browser's.
+_INTL_OPTIONS = {
+    "ru": {"date": {"day": "2-digit", "month": "2-digit", "year": "numeric"},
+           "time": {"hour": "2-digit", "minute": "2-digit", "hourCycle": "h23"}},
+    "en": {"date": {"day": "numeric", "month": "numeric", "year": "2-digit"},
+           "time": {"hour": "numeric", "minute": "2-digit"}},
+}
+
+
+# Each language by its own name, as people look for it in a list.
+LANGUAGE_NAMES = tuple((code, Locale.parse(code).get_display_name(code).capitalize()) for code in LANGUAGES)
+
+
+def load_translations(language: str, domain: str = DOMAIN) -> NullTranslations:
+    """The compiled catalog (.mo); a missing one is a packaging error, shown as English rather than a crash."""
+    return Translations.load(str(LOCALE_DIR), [language], domain)
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Everything language-dependent for one language: messages, labels and formats, in the company's zone."""
+
+    language: str
+    zone: ZoneInfo
+    currency: str
+    translations: NullTranslations
+    js_translations: NullTranslations
+    locale: Locale = field(init=False)
+
+    catalog: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "locale", Locale.parse(self.language))
+        object.__setattr__(self, "catalog", self._js_catalog())
+
+    def gettext(self, message: str) -> str:
+        return self.translations.ugettext(message)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return self.translations.ungettext(singular, plural, n)
+
+    def label(self, code: str | None) -> str:
+        """An English code (outcome, status, reason, stage name) as the reader's word."""
+        if not code:
+            return ""
+        return self.gettext(CODE_LABELS.get(code, code.replace("_", " ")))
+
+    def text(self, message: str | None) -> str:
+        """A sentence that reached us as data: a stored task title, a domain error ("field: reason")."""
+        if not message:
+            return ""
+        translated = self.gettext(message)
+        if translated != message:
+            return translated
+        for pattern, template in _SERVER_TEXTS:
+            match = pattern.match(message)
+            if match:
+                values = {k: self.label(v) if k in _LABELLED else v for k, v in match.groupdict().items()}
+                return self.gettext(template) % values
+        field_name, sep, reason = message.partition(": ")
+        if sep and field_name.isidentifier():
+            return f"{self.label(field_name)}: {self.gettext(reason)}"
+        return message
+
+    def money(self, value: Decimal | float | int | None) -> str:
+        if value is None:
+            return ""
+        return format_currency(value, self.currency, locale=self.locale)
+
+    def number(self, value: Decimal | float | int | None) -> str:
+        """Up to three decimals, none when whole: 2 → '2', 2.5 → '2,5', 1250 → '1 250'."""
+        if value is None:
+            return ""
+        return format_decimal(value, format="#,##0.###", locale=self.locale)
+
+    def percent(self, value: float | None) -> str:
+        """`value` in percent (53.2 → '53 %')."""
+        return "—" if value is None else format_percent(value / 100, locale=self.locale)
+
+    def moment(self, value: datetime | date | str | None, what: str = "datetime") -> str:
+        """A moment in the company's zone ('28.11.2026 19:41'), or a day ('28.11.2026'; also from 'YYYY-MM-DD')."""
+        if value is None or value == "":
+            return ""
+        if isinstance(value, str):
+            value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+        local = value.astimezone(self.zone) if isinstance(value, datetime) else value
+        day = format_date(local, "short", locale=self.locale)
+        if what == "date" or not isinstance(value, datetime):
+            return day
+        return f"{day} {format_time(local, 'short', locale=self.locale)}"
+
+    def duration(self, seconds: float | int | None) -> str:
+        """65 → '1 мин 05 с' / '1 min 05 sec'; 3725 → '1 ч 02 мин 05 с'."""
+        if seconds is None:
+            return ""
+        hours, rest = divmod(int(round(seconds)), 3600)
+        minutes, secs = divmod(rest, 60)
+        parts = []
+        if hours:
+            parts.append(format_unit(hours, "duration-hour", length="short", locale=self.locale))
+        if hours or minutes:
+            shown = f"{minutes:02d}" if hours else minutes
+            parts.append(format_unit(shown, "duration-minute", length="short", locale=self.locale))
+        shown = f"{secs:02d}" if hours or minutes else secs
+        parts.append(format_unit(shown, "duration-second", length="short", locale=self.locale))
+        return " ".join(parts)
+
+    def _js_catalog(self) -> dict[str, Any]:
+        """What the pages' JavaScript needs to speak: its messages, the labels, the server texts and the formats."""
+        messages = {m: self.js_translations.ugettext(m) for m in _js_messages(self.js_translations)}
+        labels = {code: self.label(code) for code in CODE_LABELS}
+        labels.update({name: self.gettext(name) for name in STAGE_NAMES})
+        units = {unit: format_unit("{0}", f"duration-{unit}", length="short", locale=self.locale)
+                 for unit in ("hour", "minute", "second")}
+        return {
+            "language": self.language, "zone": str(self.zone.key), "messages": messages, "labels": labels,
+            "server_texts": [[pattern.replace("(?P<", "(?<"), self.gettext(message)]
+                             for pattern, message in SERVER_TEXTS],
+            "labelled": list(_LABELLED), "units": units, "intl": _INTL_OPTIONS[self.language],
+        }
+
+
+def _js_messages(translations: NullTranslations) -> list[str]:
+    catalog = getattr(translations, "_catalog", {})
+    return sorted(key for key in catalog if isinstance(key, str) and key)
+
+
+class I18n:
+    """One Reader per language, built once at start; picks the reader for a request."""
+
+    def __init__(self, settings: Settings) -> None:
+        zone = ZoneInfo(settings.timezone)
+        self.default = settings.language
+        self.readers = {lang: Reader(lang, zone, settings.currency, load_translations(lang),
+                                     load_translations(lang, JS_DOMAIN)) for lang in LANGUAGES}
+
+    def reader(self, language: str | None) -> Reader:
+        return self.readers.get(language or "", self.readers[self.default])
+
+    def choose(self, user_language: str | None, accept_language: str | None) -> Reader:
+        """The person's own choice, else the first language of the browser's list we speak, else the setting."""
+        if user_language in self.readers:
+            return self.readers[user_language]
+        return self.reader(negotiate(accept_language or ""))
+
+
+def request_reader(request: web.Request) -> Reader:
+    """The reader for this request: the logged-in person's language, else the browser's, else the setting."""
+    user = request.get(keys.USER)
+    return request.app[keys.I18N].choose(user.language if user else None, request.headers.get("Accept-Language"))
+
+
+def negotiate(accept_language: str) -> str | None:
+    """'en-US,en;q=0.9,ru;q=0.8' → 'en'; the order is by q, then as written."""
+    ranked = []
+    for position, part in enumerate(accept_language.split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if quality > 0 and primary in LANGUAGES:
+            ranked.append((-quality, position, primary))
+    return min(ranked)[2] if ranked else None
+
+
+@jinja2.pass_context
+def _gettext(context: jinja2.runtime.Context, message: str) -> str:
+    return context["i18n"].gettext(message)
+
+
+@jinja2.pass_context
+def _ngettext(context: jinja2.runtime.Context, singular: str, plural: str, n: int) -> str:
+    return context["i18n"].ngettext(singular, plural, n)
+
+
+def _reader_filter(method: str) -> Any:
+    @jinja2.pass_context
+    def apply(context: jinja2.runtime.Context, value: Any, *args: Any) -> str:
+        return getattr(context["i18n"], method)(value, *args)
+
+    apply.__name__ = method
+    return apply
+
+
+def install(env: jinja2.Environment) -> None:
+    """gettext in templates ({% trans %}, _()) and the format filters; each reads the reader the page was
+    rendered for (the `i18n` variable), so one environment serves every language."""
+    env.add_extension("jinja2.ext.i18n")
+    env.install_gettext_callables(_gettext, _ngettext, newstyle=True)  # type: ignore[attr-defined]
+    env.globals["languages"] = LANGUAGE_NAMES
+    for name, method in (("localtime", "moment"), ("duration", "duration"), ("qty", "number"),
+                         ("money", "money"), ("number", "number"), ("percent", "percent"), ("label", "label"),
+                         ("tr", "text")):
+        env.filters[name] = _reader_filter(method)

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from crm.settings import Settings, ensure_session_secret, load_settings
+from crm.settings import Settings, SettingsError, ensure_session_secret, load_settings
 
 logger = logging.getLogger("callboard")
 
@@ -186,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
     if args.command == "replay":
-        from crm.settings import SettingsError, load_settings
         from cti.replay import replay_files
         from cti.service import rules_from
 

@@ -105,9 +105,9 @@ async def test_token_and_allowlist(settings, pool, people, aiohttp_client):
 class SlowRouter(Router):
     """A lookup that takes half a second, as a locked table or a slow disk would."""
 
-    async def _lookup(self, caller, did, pbx):
+    async def _lookup(self, caller, did, pbx, caller_name=""):
         await asyncio.sleep(0.5)
-        return await super()._lookup(caller, did, pbx)
+        return await super()._lookup(caller, did, pbx, caller_name)
 
 
 async def test_a_slow_lookup_answers_the_fallback_within_the_deadline(routed, conn):

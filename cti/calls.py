@@ -253,6 +253,7 @@ class CallTracker:
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._finished_legs: OrderedDict[str, None] = OrderedDict()
         self._amendable: OrderedDict[str, CallRecord] = OrderedDict()
+        self._awaiting: dict[str, float] = {}  # call id → since when it waits for its OriginateResponse
         self._agent_states: dict[str, str] = {}
         self._devices: dict[str, str] = {}
         self.set_devices(dict(self.rules.devices))
@@ -306,10 +307,13 @@ class CallTracker:
             self.now = event.ts
         handler = self._handlers.get(type(event))
         out = handler(event) if handler is not None else []
-        for call in [c for c in self.calls.values() if c.awaiting_originate is not None]:
+        if self._awaiting:
             # A failed originate waits a little for its OriginateResponse (which names the number).
-            if self.now - call.awaiting_originate > ORIGINATE_WAIT:
-                out.append(self._finish(call))
+            for call_id in [c for c, since in self._awaiting.items() if self.now - since > ORIGINATE_WAIT]:
+                call = self.calls.get(call_id)
+                del self._awaiting[call_id]
+                if call is not None:
+                    out.append(self._finish(call))
         if self.now >= self._next_sweep:
             out += self._sweep()
         return out
@@ -800,7 +804,7 @@ class CallTracker:
         if call.originated and call.answered_at is None and call.originate_number is None \
                 and call.awaiting_originate is None and (origin is None or origin.answered is None):
             # Asterisk sends OriginateResponse after the channel is gone; it names the number dialled.
-            call.awaiting_originate = self.now
+            call.awaiting_originate = self._awaiting[call.call_id] = self.now
             return []
         return [self._finish(call)]
 
@@ -1291,6 +1295,7 @@ class CallTracker:
             originated=call.originated,
         )
         self._forget(call)
+        self._awaiting.pop(call.call_id, None)
         if call.answer_estimated or (call.recovered and outcome in ("answered", "unknown")):
             # A Cdr may still come (cdr_manager posts it after the hang-up) and tell the real answer.
             self._amendable[call.first_leg] = record

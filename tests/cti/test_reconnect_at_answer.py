@@ -28,26 +28,34 @@ async def wait_until(predicate, timeout: float) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_link_dropped_half_a_second_before_the_answer():
-    simulator = AmiSimulator("cti", "cti-secret", seed=11)
+async def replay_outage(seed: int, place, drop_after: float, outage: float) -> list:
+    """One call placed by `place(simulator)`; the PBX's listener goes away `drop_after` s later for
+    `outage` s; the calls the tracker finished once the link is back."""
+    simulator = AmiSimulator("cti", "cti-secret", seed=seed)
     port = await simulator.start()
     sink = TrackerSink()
     connector = AmiConnector(PbxSettings("lab", "127.0.0.1", port, "cti", "cti-secret"), sink)
     await connector.start()
     try:
         await wait_until(lambda: connector.state.state == "connected", 5)
-        simulator.place_call("+79161112233", "101", answer_after=2.0, talk_seconds=4.0, caller_name="Olga")
+        place(simulator)
         await wait_until(lambda: sink.tracker.calls, 5)
-        await asyncio.sleep(1.5)
-        await simulator.close_listener()  # 0.5 s before the answer
-        await asyncio.sleep(1.0)  # the agent answers while nobody listens
+        await asyncio.sleep(drop_after)
+        await simulator.close_listener()
+        await asyncio.sleep(outage)
         await simulator.start("127.0.0.1", port)
         await wait_until(lambda: simulator.logins == 2, 10)
         await wait_until(lambda: sink.ended, 15)
     finally:
         await connector.close()
         await simulator.stop()
-    (call,) = sink.ended
+    return sink.ended
+
+
+async def test_link_dropped_half_a_second_before_the_answer():
+    # Answered 2 s after it starts: the link drops at 1.5 s and is back at 2.5 s.
+    (call,) = await replay_outage(11, lambda sim: sim.place_call("+79161112233", "101", answer_after=2.0,
+                                                                 talk_seconds=4.0, caller_name="Olga"), 1.5, 1.0)
     assert (call.outcome, call.answered_by, call.caller, call.recovered) == ("answered", "101", "+79161112233", True)
     # The answer is dated by the resync (at most ~1 s after the real one): talk time is right to a second or so.
     assert 2 <= call.talk_seconds <= 4 and call.ring_seconds >= 2
@@ -55,24 +63,8 @@ async def test_link_dropped_half_a_second_before_the_answer():
 
 
 async def test_link_dropped_while_ringing_and_back_before_the_caller_gives_up_is_missed_not_unknown():
-    simulator = AmiSimulator("cti", "cti-secret", seed=12)
-    port = await simulator.start()
-    sink = TrackerSink()
-    connector = AmiConnector(PbxSettings("lab", "127.0.0.1", port, "cti", "cti-secret"), sink)
-    await connector.start()
-    try:
-        await wait_until(lambda: connector.state.state == "connected", 5)
-        simulator.place_call("+79161112244", "102", answer_after=None, ring_timeout=4.0)
-        await wait_until(lambda: sink.tracker.calls, 5)
-        await simulator.close_listener()
-        await asyncio.sleep(0.5)
-        await simulator.start("127.0.0.1", port)
-        await wait_until(lambda: simulator.logins == 2, 10)
-        await wait_until(lambda: sink.ended, 15)
-    finally:
-        await connector.close()
-        await simulator.stop()
-    (call,) = sink.ended
+    (call,) = await replay_outage(12, lambda sim: sim.place_call("+79161112244", "102", answer_after=None,
+                                                                 ring_timeout=4.0), 0.0, 0.5)
     # The call was still ringing after the resync; its end was seen live, so its outcome is known.
     assert (call.outcome, call.answered_by) == ("missed", None)
 

@@ -564,6 +564,12 @@ class CallTracker:
     def _connect(self, call: Call, origin: Leg, parties: list[Leg], ts: float) -> list:
         if not parties:
             return []
+        for party in parties:
+            other = self.calls.get(party.call_id)
+            if other is not None and other is not call and other.legs == [party.uniqueid]:
+                # A lone channel of a call of its own joined this caller: a pickup (*8, **201) whose
+                # picker was not dialled into the call. It answered this call; it is no call of its own.
+                self._merge_into(call, other.call_id)
         out: list = []
         if origin.connected is None:
             origin.connected = ts

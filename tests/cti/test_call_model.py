@@ -508,3 +508,19 @@ def test_local_queue_member_is_the_agent_behind_it():
     assert (call.outcome, call.answered_by, call.agents_rang, call.ring_seconds, call.talk_seconds) == (
         "answered", "201", ("201",), 3, 9)
     assert [leg.kind for leg in call.legs] == ["trunk", "local", "local", "agent"]
+
+
+def test_pickup_without_a_dial_to_the_picker_is_one_call_answered_by_the_picker():
+    """Some Asterisk versions bridge the picker (*8 from 103) straight in, with its own Linkedid."""
+    pbx = Pbx()
+    trunk = inbound(pbx)
+    ringing = ring(pbx, trunk, "101")
+    pbx.tick(3)
+    picker = pbx.chan("103", num="103", exten="*8", state=4)
+    pbx.emit("Newchannel", picker).state(picker, 6)
+    pbx.emit("DialEnd", trunk, ringing, DialStatus="CANCEL").hangup(ringing, 26)
+    pbx.emit("BridgeEnter", picker, BridgeUniqueid="p").emit("BridgeEnter", trunk, BridgeUniqueid="p")
+    pbx.tick(7).hangup(trunk, 16, far_end=True).hangup(picker, 16)
+    calls, _ = pbx.run()
+    assert [(c.call_id, c.outcome, c.answered_by, c.talk_seconds) for c in calls] == [
+        (trunk.linkedid, "answered", "103", 7)]

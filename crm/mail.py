@@ -32,6 +32,7 @@ from crm.leads import (
 )
 from crm.matching import find_caller
 from crm.users import User
+from crm.workhours import WorkingHours
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +292,8 @@ async def mark_unparsed(conn: asyncpg.Connection, message_id: int, error: str) -
 
 
 async def process_stored(conn: asyncpg.Connection, message_id: int, raw: bytes, region: str,
-                         reply_within_hours: int = 4, now: datetime | None = None) -> IntakeResult:
+                         reply_within_hours: int = 4, now: datetime | None = None,
+                         hours: WorkingHours | None = None) -> IntakeResult:
     """Parse, match, file. A message that cannot be read stays stored as 'unparsed' with the reason."""
     try:
         # MIME parsing is CPU work (a big form or attachment takes tens of ms): off the event loop.
@@ -328,7 +330,8 @@ async def process_stored(conn: asyncpg.Connection, message_id: int, raw: bytes, 
         notify = None
         if contact_id is not None or company_id is not None:
             title = f"Reply: {parsed.subject or parsed.name or parsed.email or 'message'}"[:200]
-            due = (now or datetime.now().astimezone()) + timedelta(hours=reply_within_hours)
+            # Within N hours the office is open: Saturday night's mail is due Monday morning, not at 02:25.
+            due = (hours or WorkingHours()).add(now or datetime.now().astimezone(), timedelta(hours=reply_within_hours))
             await conn.execute(INSERT_REPLY_TASK, title, manager_id, due, message_id)
             text = f"New {parsed.kind.replace('_', ' ')} from {parsed.name or parsed.email or 'a client'}"
             if manager_id is not None:

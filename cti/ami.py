@@ -334,6 +334,9 @@ class AmiConnector:
             manager.send_action({"Action": action})
         manager.send_action({"Action": "CoreShowChannels"}, as_list=True)
         manager.send_action({"Action": "ExtensionStateList"}, as_list=True)
+        # Every device's state now (Asterisk 13+), so agents are idle/offline from the start, not "unknown"
+        # until their first call.
+        manager.send_action({"Action": "DeviceStateList"})
 
     def _originate_action(self, channel: str, context: str, exten: str, caller_id: str, timeout_ms: int,
                           variables: dict[str, str] | None, action_id: str | None) -> dict[str, Any]:

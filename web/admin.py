@@ -52,6 +52,8 @@ async def users_action(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         try:
             if action == "new":
+                if len(str(form.get("password", ""))) < 8:  # the same rule as a reset below
+                    raise errors.ValidationError("password", "at least 8 characters")
                 created = await users_db.create_user(conn, str(form.get("login", "")).strip().lower(),
                                                      str(form.get("password", "")), str(form.get("role", "")),
                                                      extension, str(form.get("display_name", "")), devices=devices)

@@ -188,6 +188,8 @@ async def create_user(request: web.Request) -> web.Response:
         if _optional_text(body, name, 200) is None:
             raise errors.ValidationError(name, "is required")
     extension = _extension(body, None)
+    if len(body["password"]) < 8:
+        raise errors.ValidationError("password", "at least 8 characters")
     async with request.app[keys.POOL].acquire() as conn:
         user = await users_db.create_user(conn, body["login"], body["password"], body["role"],
                                           extension, body["display_name"], devices=_devices(body) or ())

@@ -85,7 +85,8 @@ class IntakeHandler:
             return "451 4.3.0 Temporary failure, try again later"
         try:
             async with self.pool.acquire() as conn:
-                result = await mail_db.process_stored(conn, message_id, raw, self.settings.phone_region)
+                result = await mail_db.process_stored(conn, message_id, raw, self.settings.phone_region,
+                                                      hours=self.settings.hours)
         except Exception as exc:
             # Stored already: accepted, and marked unparsed so the admin sees it and the reason on the mail page.
             logger.exception("mail %d stored but not processed", message_id)

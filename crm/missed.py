@@ -16,7 +16,9 @@ from crm.users import User
 from crm.workhours import WorkingHours
 
 MISSED_OUTCOMES = frozenset({"missed", "abandoned", "busy"})
-MANUAL_RESOLUTIONS = ("spam", "wrong_number", "reached_another_way", "not_needed")
+# The first is what the board offers by default: the usual reason, never "spam" (one careless click
+# would mark a customer as spam).
+MANUAL_RESOLUTIONS = ("reached_another_way", "not_needed", "wrong_number", "spam")
 STATES = ("open", "in_progress", "resolved")
 # The call model's reasons → what the board shows.
 REASONS = {"no_answer": "no_answer", "no_agent_available": "no_answer", "busy": "busy",

@@ -122,6 +122,11 @@ async def test_board_forms_assign_and_resolve(client, conn, factory):
     await save_call(conn, missed)
     row_id = await conn.fetchval("SELECT id FROM missed_callers")
     csrf = await login(client, "head")
+    board = await (await client.get("/missed")).text()
+    # The resolve form's default reason is the usual one; one careless click never marks a customer as spam.
+    reasons = board[board.index('name="reason"'):]
+    assert reasons.index('value="reached_another_way"') < reasons.index('value="spam"')
+    assert reasons.index("<option") == reasons.index('<option value="reached_another_way"')
     resp = await client.post(f"/missed/{row_id}/assign", allow_redirects=False,
                              data={"csrf_token": csrf, "manager_id": str(manager.id)})
     assert resp.status == 302
@@ -132,3 +137,4 @@ async def test_board_forms_assign_and_resolve(client, conn, factory):
     assert tuple(await conn.fetchrow("SELECT state, resolution FROM missed_callers")) == ("resolved", "wrong_number")
     board = await (await client.get("/missed")).text()
     assert "wrong number" in board
+

@@ -154,15 +154,28 @@ async def create_party(request: web.Request) -> web.Response:
 
 
 async def update_party(request: web.Request) -> web.Response:
+    """PUT replaces the record; PATCH changes only the fields it sends (a new name keeps the phones)."""
     body = await read_json(request)
-    data = _party_input(body)
+    user, kind, party_id = current_user(request), _kind(request), path_id(request, "party_id")
     async with request.app[keys.POOL].acquire() as conn:
+        expected = _optional_int(body, "version")
+        if request.method == "PATCH":
+            current = await contacts_db.get_party(conn, user, kind, party_id)
+            body = {**_party_body(current), **body}
+            # Merged over what was read just now: someone else's save in between answers 409, not lost.
+            expected = expected or current.version
         # With the version it was read at, an edit over someone else's newer save answers 409.
-        party = await contacts_db.update_party(conn, current_user(request), _kind(request),
-                                               path_id(request, "party_id"), data,
-                                               request.app[keys.SETTINGS].phone_region,
-                                               expected_version=_optional_int(body, "version"))
+        party = await contacts_db.update_party(conn, user, kind, party_id, _party_input(body),
+                                               request.app[keys.SETTINGS].phone_region, expected_version=expected)
     return web.json_response(party_json(party))
+
+
+def _party_body(party: Party) -> dict[str, Any]:
+    """A stored record in the shape a PUT sends."""
+    return {"name": party.name, "manager_id": party.manager_id, "notes": party.notes,
+            "company_id": party.company_id, "tax_id": party.tax_id,
+            "phones": [{"raw": p.raw or p.e164 or p.extension or "", "label": p.label} for p in party.phones],
+            "emails": list(party.emails)}
 
 
 async def list_users(request: web.Request) -> web.Response:

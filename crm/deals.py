@@ -103,7 +103,7 @@ LEFT JOIN users u ON u.id = d.manager_id
 GET_DEAL = _DEAL_SELECT + "WHERE d.id = $1 AND ($2::bigint IS NULL OR d.manager_id = $2)"
 LIST_DEALS = _DEAL_SELECT + """
 WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
-  AND ($3::bigint IS NULL OR d.contact_id = $3 OR d.company_id = $4)
+  AND (($3::bigint IS NULL AND $4::bigint IS NULL) OR d.contact_id = $3 OR d.company_id = $4)
 ORDER BY s.position, d.stage_changed_at LIMIT 500
 """
 # Every write to a deal claims its row first: two clicks at once then run one after the other, and the
@@ -222,8 +222,8 @@ async def list_deals(conn: asyncpg.Connection, viewer: User, status: str | None 
                      contact_id: int | None = None, company_id: int | None = None) -> list[Deal]:
     if status is not None and status not in ("in_progress", "won", "lost"):
         raise ValidationError("status", "in_progress, won or lost")
-    rows = await conn.fetch(LIST_DEALS, _scope(viewer), status, contact_id if contact_id or company_id else None,
-                            company_id)
+    # A contact's or a company's own deals; neither given: every deal the viewer may see.
+    rows = await conn.fetch(LIST_DEALS, _scope(viewer), status, contact_id, company_id)
     return [_deal(r) for r in rows]
 
 

@@ -1,0 +1,25 @@
+"""An unknown caller answered by a manager becomes that manager's lead (the head need not assign it)."""
+
+from crm import calls as calls_db
+from tests.web.test_calls import record
+
+
+async def test_the_manager_who_answered_an_unknown_caller_takes_the_lead(conn, factory):
+    manager = await factory.user("manager1", extension="101")
+    saved = await calls_db.save_call(conn, record("9.1", "+79165550101", caller_name="Oleg"))
+    assert saved.new_lead is not None and saved.new_lead.manager_id == manager.id
+    assert await conn.fetchval("SELECT manager_id FROM leads WHERE phone_e164 = '+79165550101'") == manager.id
+
+
+async def test_a_missed_unknown_caller_leaves_the_lead_for_the_head_to_assign(conn, factory):
+    await factory.user("manager1", extension="101")
+    await calls_db.save_call(conn, record("9.2", "+79165550102", outcome="missed", answered_by=None))
+    assert await conn.fetchval("SELECT manager_id FROM leads WHERE phone_e164 = '+79165550102'") is None
+
+
+async def test_a_lead_someone_already_has_stays_theirs(conn, factory):
+    first = await factory.user("manager1", extension="101")
+    await factory.user("manager2", extension="102")
+    await calls_db.save_call(conn, record("9.3", "+79165550103"))
+    await calls_db.save_call(conn, record("9.4", "+79165550103", answered_by="102", started=1_795_449_000.0))
+    assert await conn.fetchval("SELECT manager_id FROM leads WHERE phone_e164 = '+79165550103'") == first.id

@@ -13,8 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from crm import calls as calls_db
+from crm import contracts as contracts_db
 from crm import deals as deals_db
 from crm import errors, stock
+from crm import invoices as invoices_db
 from crm import mail as mail_db
 from crm import missed as missed_db
 from crm import tasks as tasks_db
@@ -245,8 +247,12 @@ async def deal_page(request: web.Request) -> web.Response:
         calls = await calls_db.list_deal_calls(conn, deal.id)
         orders = await deals_db.list_orders(conn, deal.id)
         mails = await mail_db.list_party_mail(conn, None, None, None, deal_id=deal.id)
+        money = {"contract": await contracts_db.deal_contract(conn, user, deal.id),  # web/money.py, _deal_money.html
+                 "company_contracts": await contracts_db.list_contracts(conn, user, deal.company_id)
+                 if deal.company_id else [],
+                 "deal_invoices": await invoices_db.list_invoices(conn, user, deal_id=deal.id)}
     return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
-                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders)
+                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders, **money)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:

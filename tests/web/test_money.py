@@ -228,3 +228,16 @@ async def test_bad_input_gets_a_clear_4xx(client, conn, world):
 
 def test_the_number_sequence_is_per_year():
     assert invoices_db.overdue_title(15, 2026, "ООО «Ромашка»") == "Invoice № 15 of 2026 is overdue: ООО «Ромашка»"
+
+
+async def test_openapi_describes_every_money_route(client):
+    import re
+
+    spec = await (await client.get("/api/openapi.json")).json()
+    money = {re.sub(r"\{\w+_id(:[^}]*)?\}", "{id}", r.resource.canonical) for r in client.app.router.routes()
+             if r.resource is not None and r.handler.__module__ == "web.money"
+             and r.resource.canonical.startswith("/api/")}
+    money = {re.sub(r"\{action[^}]*\}", action, path) for path in money for action in ("allocate", "unallocate",
+                                                                                     "dismiss")}
+    assert len(money) == 15
+    assert money - set(spec["paths"]) == set()

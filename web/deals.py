@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,6 +23,7 @@ from crm.stock import Balance
 from web import keys
 from web.api import read_json
 from web.auth import current_user, require_role
+from web.jobs import periodic_job
 from web.pages import render
 
 logger = logging.getLogger(__name__)
@@ -341,27 +340,9 @@ class StuckDeal:
     stage_name: str
 
 
-async def stuck_job_ctx(app: web.Application) -> AsyncIterator[None]:
-    async def loop() -> None:
-        while True:
-            try:
-                stuck = await check_stuck_deals(app)
-                if stuck:
-                    logger.info("%d deal(s) newly stuck", len(stuck))
-            except Exception:
-                logger.exception("stuck-deal check failed; it runs again later")
-            await asyncio.sleep(STUCK_CHECK_SECONDS)
-
-    task = asyncio.create_task(loop(), name="stuck-deals")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(stuck_job_ctx)
+    app.cleanup_ctx.append(periodic_job("stuck-deals", STUCK_CHECK_SECONDS, check_stuck_deals,
+                                        "%d deal(s) newly stuck"))
     r = app.router
     r.add_get("/home", home_page)
     r.add_post("/tasks/{task_id:\\d+}/done", task_done)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -29,6 +28,7 @@ from web.api import read_json
 from web.auth import CSRF_HEADER, current_user, require_role
 from web.deals import int_field, text_field
 from web.errors import path_id
+from web.jobs import periodic_job
 from web.render import render
 
 logger = logging.getLogger(__name__)
@@ -456,27 +456,9 @@ async def check_overdue_invoices(app: web.Application) -> list[dict]:
         return await invoices_db.flag_overdue_invoices(conn, _today(app), _now())
 
 
-async def overdue_job_ctx(app: web.Application) -> AsyncIterator[None]:
-    async def loop() -> None:
-        while True:
-            try:
-                overdue = await check_overdue_invoices(app)
-                if overdue:
-                    logger.info("%d invoice(s) newly overdue", len(overdue))
-            except Exception:
-                logger.exception("overdue-invoice check failed; it runs again later")
-            await asyncio.sleep(OVERDUE_CHECK_SECONDS)
-
-    task = asyncio.create_task(loop(), name="overdue-invoices")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(overdue_job_ctx)
+    app.cleanup_ctx.append(periodic_job("overdue-invoices", OVERDUE_CHECK_SECONDS, check_overdue_invoices,
+                                        "%d invoice(s) newly overdue"))
     r = app.router
     r.add_get("/contracts", contracts_page)
     r.add_post("/contracts/new", new_contract_form)

@@ -81,10 +81,16 @@ class Settings:
     cdr_timezone: str | None = None  # the zone Asterisk writes CDR times in; default: `timezone`
     language: str = "ru"  # pages for a reader with no choice of their own and no Accept-Language we speak
     currency: str = "RUB"  # ISO 4217; amounts are shown in it
+    vat: str = "22"  # VAT percent on invoices (22 in Russia from 2026), or "none" for a seller without VAT
+    prices_include_vat: bool = True  # prices of products and deal items include VAT (it is taken out of them)
 
     @property
     def recordings_path(self) -> Path:
         return self.recordings_dir or self.data_dir / "recordings"
+
+    @property
+    def vat_percent(self) -> int | None:
+        return None if self.vat == "none" else int(self.vat)
 
     @property
     def hours(self) -> WorkingHours:
@@ -259,6 +265,15 @@ def _parse_currency(value: str) -> str:
     return code
 
 
+def _parse_vat(value: str) -> str:
+    text = str(value).strip().lower().rstrip("%")
+    if text in ("none", "no", "off", "без ндс"):
+        return "none"
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 99:
+        raise ValueError("a VAT percent such as 22, or none")
+    return str(int(text))
+
+
 # (setting name, environment variable, TOML key, parser)
 _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("database_url", "DATABASE_URL", "database_url", _parse_db_url),
@@ -303,6 +318,8 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("cdr_timezone", "CALLBOARD_CDR_TIMEZONE", "cdr_timezone", _parse_timezone),
     ("language", "CALLBOARD_LANGUAGE", "language", _parse_language),
     ("currency", "CALLBOARD_CURRENCY", "currency", _parse_currency),
+    ("vat", "CALLBOARD_VAT", "vat", _parse_vat),
+    ("prices_include_vat", "CALLBOARD_PRICES_INCLUDE_VAT", "prices_include_vat", _parse_bool),
 )
 
 

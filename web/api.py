@@ -307,6 +307,7 @@ def openapi_spec() -> dict[str, Any]:
         "paths": {
             **party_paths,
             **_more_paths(error),
+            **_money_paths(error),
             "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "list"}}},
                            "post": {"summary": "Create a user (admin)", "responses": {"201": {
                                "description": "created"}, "403": error, "409": error, "422": error}}},
@@ -318,6 +319,68 @@ def openapi_spec() -> dict[str, Any]:
                         "responses": {"200": {"description": "updated"}, "403": error, "409": error,
                                       "422": error}}},
         },
+    }
+
+
+def _money_paths(error: dict[str, Any]) -> dict[str, Any]:
+    """Contracts, invoices, bank statements, payments, receivables (web/money.py). Amounts are strings: "1220.00"."""
+    by_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+    body = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    ok = {"200": {"description": "ok"}}
+    made = {"201": {"description": "created"}, "403": error, "404": error, "409": error, "422": error}
+    query = [{"name": n, "in": "query", "schema": {"type": "string"}} for n in ("state", "deal_id", "company_id")]
+    summary = {"type": "object", "properties": {k: {"type": "integer"} for k in (
+        "statement_id", "documents", "incoming", "outgoing", "matched", "to_match", "duplicates")} | {
+        "problems": {"type": "array", "items": {"type": "object", "properties": {
+            "line": {"type": "integer"}, "problem": {"type": "string"}}}}}}
+    return {
+        "/api/contracts": {
+            "get": {"summary": "Contracts (a manager: of their companies); ?company_id", "responses": ok},
+            "post": {"summary": "A contract {number, signed_on, company_id, kind: supply|service, valid_until?, "
+                                "prepayment_percent?, deferral_days?, notes?}",
+                     "requestBody": body, "responses": made}},
+        "/api/contracts/expiring": {"get": {"summary": "Contracts ending within ?days (default 30)",
+                                            "responses": {**ok, "422": error}}},
+        "/api/contracts/{id}": {"parameters": by_id, "get": {"summary": "One contract",
+                                                             "responses": {**ok, "404": error}}},
+        "/api/deals/{id}/contract": {"parameters": by_id, "post": {
+            "summary": "The deal's contract {contract_id | null} (one of the deal's company)", "requestBody": body,
+            "responses": {**ok, "404": error, "422": error}}},
+        "/api/deals/{id}/invoices": {"parameters": by_id, "post": {
+            "summary": "Issue an invoice for what is not invoiced, or {items: [{deal_item_id, quantity}]}; "
+                       "{due_on?} (default: the contract's days to pay); numbered per year without gaps",
+            "requestBody": body, "responses": made}},
+        "/api/invoices": {"get": {"summary": "Invoices (a manager: of their deals)", "parameters": query,
+                                  "responses": {**ok, "422": error}}},
+        "/api/invoices/{id}": {"parameters": by_id, "get": {
+            "summary": "One invoice with items and the payments allocated to it", "responses": {**ok, "404": error}}},
+        "/api/invoices/{id}/cancel": {"parameters": by_id, "post": {
+            "summary": "Cancel an unpaid invoice (its number stays used)", "responses": {**ok, "404": error,
+                                                                                       "409": error}}},
+        "/api/bank-statements": {"post": {
+            "summary": "Import a 1CClientBankExchange statement (head, admin): multipart field `file`, or the "
+                       "file as the body; at most 20 MB; re-importing adds nothing",
+            "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"}}}}, "text/plain": {"schema": {"type": "string"}}}},
+            "responses": {"201": {"description": "summary", "content": {"application/json": {"schema": summary}}},
+                          "403": error, "413": error, "422": error}}},
+        "/api/payments": {
+            "get": {"summary": "Incoming payments; ?to_match=1: what waits for a person", "responses": ok},
+            "post": {"summary": "A payment by hand (head, admin) {doc_number, doc_date, amount, received_on?, "
+                                "payer_name?, payer_inn?, payer_account?, purpose?, allocations?: "
+                                "[{invoice_id, amount}]}", "requestBody": body, "responses": made}},
+        "/api/payments/{id}": {"parameters": by_id, "get": {"summary": "One payment with its allocations",
+                                                            "responses": {**ok, "404": error}}},
+        **{f"/api/payments/{{id}}/{action}": {"parameters": by_id, "post": {
+            "summary": text, "requestBody": body, "responses": {**ok, "403": error, "404": error, "409": error,
+                                                               "422": error}}}
+           for action, text in (("allocate", "Split across invoices {allocations: [{invoice_id, amount}]}"),
+                                ("unallocate", "Take the payment off {invoice_id}"),
+                                ("dismiss", "Not for an invoice {dismissed: true|false}"))},
+        "/api/receivables": {"get": {
+            "summary": "Owed, overdue, ageing buckets (not_due, 1_30, 31_60, 61_90, over_90) and expected this month, "
+                       "in total, per client and per manager, as of ?as_of=YYYY-MM-DD (default today)",
+            "responses": {**ok, "422": error}}},
     }
 
 

@@ -20,6 +20,7 @@ from web import (
     leads,
     mailserver,
     missed,
+    money,
     pages,
     realtime,
     recordings,
@@ -71,6 +72,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     missed.setup(app)
     mailserver.setup(app)
     deals.setup(app)
+    money.setup(app)
     admin.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier

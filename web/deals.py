@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,8 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from crm import calls as calls_db
+from crm import contracts as contracts_db
 from crm import deals as deals_db
 from crm import errors, stock
+from crm import invoices as invoices_db
 from crm import mail as mail_db
 from crm import missed as missed_db
 from crm import tasks as tasks_db
@@ -23,6 +23,7 @@ from crm.stock import Balance
 from web import keys
 from web.api import read_json
 from web.auth import current_user, require_role
+from web.jobs import periodic_job
 from web.pages import render
 
 logger = logging.getLogger(__name__)
@@ -245,8 +246,12 @@ async def deal_page(request: web.Request) -> web.Response:
         calls = await calls_db.list_deal_calls(conn, deal.id)
         orders = await deals_db.list_orders(conn, deal.id)
         mails = await mail_db.list_party_mail(conn, None, None, None, deal_id=deal.id)
+        money = {"contract": await contracts_db.deal_contract(conn, user, deal.id),  # web/money.py, _deal_money.html
+                 "company_contracts": await contracts_db.list_contracts(conn, user, deal.company_id)
+                 if deal.company_id else [],
+                 "deal_invoices": await invoices_db.list_invoices(conn, user, deal_id=deal.id)}
     return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
-                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders)
+                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders, **money)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:
@@ -335,27 +340,9 @@ class StuckDeal:
     stage_name: str
 
 
-async def stuck_job_ctx(app: web.Application) -> AsyncIterator[None]:
-    async def loop() -> None:
-        while True:
-            try:
-                stuck = await check_stuck_deals(app)
-                if stuck:
-                    logger.info("%d deal(s) newly stuck", len(stuck))
-            except Exception:
-                logger.exception("stuck-deal check failed; it runs again later")
-            await asyncio.sleep(STUCK_CHECK_SECONDS)
-
-    task = asyncio.create_task(loop(), name="stuck-deals")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(stuck_job_ctx)
+    app.cleanup_ctx.append(periodic_job("stuck-deals", STUCK_CHECK_SECONDS, check_stuck_deals,
+                                        "%d deal(s) newly stuck"))
     r = app.router
     r.add_get("/home", home_page)
     r.add_post("/tasks/{task_id:\\d+}/done", task_done)

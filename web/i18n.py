@@ -74,6 +74,16 @@ CODE_LABELS = {
     "company_id": N_("company"), "manager_id": N_("manager"), "tax_id": N_("tax id"), "version": N_("version"),
     "devices": N_("devices"), "language": N_("language"), "role": N_("role"), "quantity": N_("quantity"),
     "product_id": N_("product"), "reason": N_("reason"), "title": N_("title"),
+    # money: contract kinds, invoice states, how a payment was matched, payment sources, fields, things
+    "supply": N_("supply"), "service": N_("service"), "issued": N_("issued"), "partly_paid": N_("partly paid"),
+    "paid": N_("paid"), "cancelled": N_("cancelled"), "number": N_("number"), "inn_amount": N_("by INN and amount"),
+    "statement": N_("bank statement"), "invoice": N_("invoice"), "payment": N_("payment"),
+    "contract": N_("contract"), "allocation": N_("allocation"), "scan": N_("scan"), "file": N_("file"),
+    "signed_on": N_("signing date"), "valid_until": N_("valid until"), "kind": N_("kind"),
+    "prepayment_percent": N_("prepayment"), "deferral_days": N_("days to pay"), "due_on": N_("due date"),
+    "doc_number": N_("payment order number"), "doc_date": N_("date"), "amount": N_("amount"),
+    "payer_inn": N_("payer's INN"), "invoice_id": N_("invoice"), "deal_item_id": N_("item"),
+    "items": N_("items"), "allocations": N_("allocations"), "contract_id": N_("contract"), "as_of": N_("date"),
 }
 # Domain errors shown on forms ("field: reason"); a reason not listed here is shown as written.
 DOMAIN_MESSAGES = (
@@ -86,6 +96,20 @@ DOMAIN_MESSAGES = (
     N_("assign the lead to a manager first"), N_("nothing is reserved for this item yet"),
     N_("the task is already closed"), N_("a product with this SKU or barcode exists"),
     N_("is too long to be a phone number"),
+    N_("is required (at most 64 characters)"), N_("must be a date, YYYY-MM-DD"), N_("supply or service"),
+    N_("must not be before the signing date"), N_("must not be before the invoice date"),
+    N_("an INN is 10 or 12 digits"), N_("give at least one {invoice_id, amount}"), N_("choose at least one item"),
+    N_("no such item on this deal"), N_("the contract is with another company than the deal's"),
+    N_("choose the statement file"), N_("choose the scanned file"), N_("the file is empty"),
+    N_("the file is larger than 10 MB"), N_("PDF, JPEG, PNG or TIFF"), N_("an invoice is named twice"),
+    N_("this company already has a contract with this number"), N_("more than is left to invoice on this item"),
+    N_("everything on this deal is invoiced already"), N_("the deal has no items"),
+    N_("the invoice is cancelled already"), N_("payments are allocated to this invoice; take them off first"),
+    N_("more than is left of the payment"), N_("the invoice is cancelled"), N_("more than the invoice still owes"),
+    N_("this payment is entered already (same date, number, amount and payer's account)"),
+    N_("only the head of sales or an admin enters and matches payments"),
+    N_("this is not a bank statement in the 1C exchange format (1CClientBankExchange)"),
+    N_("the header has no ВерсияФормата: not a 1C exchange statement"),
 )
 # Deal stages are rows (deal_stages.name); their names as seeded by migration 0007.
 STAGE_NAMES = (N_("Equipment selection"), N_("Commercial offer"), N_("Invoice / contract"),
@@ -104,6 +128,8 @@ SERVER_TEXTS = (
     (r"^New lead \((?P<source>[a-z ]+)\): (?P<name>.*)$", N_("New lead (%(source)s): %(name)s")),
     (r"^New lead: (?P<name>.*)$", N_("New lead: %(name)s")),
     (r"^Deal stuck at “(?P<stage>[^”]*)”: (?P<title>.*)$", N_("Deal stuck at “%(stage)s”: %(title)s")),
+    (r"^Invoice № (?P<number>\d+) of (?P<year>\d{4}) is overdue: (?P<buyer>.*)$",
+     N_("Invoice № %(number)s of %(year)s is overdue: %(buyer)s")),
     (r"^This (?P<thing>[a-z ]+) does not exist, or it is not yours\.$",
      N_("This %(thing)s does not exist, or it is not yours.")),
     (r"^Reply: (?P<subject>.*)$", N_("Reply: %(subject)s")),

@@ -141,13 +141,17 @@ ENGLISH_UI_WORDS = ["Home", "Calls", "Missed", "Leads", "Contacts", "Companies",
                     "Create", "Assign", "Resolve", "Call back", "Password", "Language", "Nothing", "No", "Back",
                     "answered", "missed", "unassigned", "overdue", "tries", "in progress", "open", "won", "lost",
                     "idle", "ringing", "pcs", "days", "due", "Good day", "connecting", "Recording", "Commercial offer",
-                    "Not allowed", "Not found", "Tax id", "Devices", "Active", "Role", "Extension", "Login"]
+                    "Not allowed", "Not found", "Tax id", "Devices", "Active", "Role", "Extension", "Login",
+                    "Invoice", "Invoices", "Payment", "Payments", "Receivables", "Contract", "Contracts", "Paid",
+                    "Owed", "VAT", "Buyer", "Supplier", "Payer", "issued", "partly paid", "paid", "supply", "by hand",
+                    "Money", "Print", "expected this month", "not due", "Allocate", "Import"]
 _ENGLISH = re.compile(r"\b(" + "|".join(re.escape(w) for w in ENGLISH_UI_WORDS) + r")\b")
 
 PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=open", "/leads", "/leads?status=new",
          "/deals", "/deals?status=won", "/contacts", "/contacts?q=495", "/contacts?q=nobody", "/companies",
          "/contacts/new", "/companies/new", "/stock", "/password", "/contacts/1", "/companies/1", "/contacts/1/edit",
-         "/deals/1", "/deals/1/offer", "/contacts/999999"]
+         "/deals/1", "/deals/1/offer", "/contacts/999999", "/invoices", "/invoices?state=paid", "/invoices/1",
+         "/invoices/1/print", "/payments", "/payments/1", "/receivables", "/contracts", "/contracts/1"]
 
 
 async def seed_russian_day(conn, settings):
@@ -166,6 +170,28 @@ async def seed_russian_day(conn, settings):
     await missed_db.record_call(conn, stranger.id, "inbound", "missed", "no_answer", "+79165550001",
                                 "+74951234567", datetime.fromtimestamp(now - 300, UTC), None, None, None, None,
                                 None, None, settings.hours, timedelta(minutes=1))
+    await seed_russian_money(conn)
+
+
+async def seed_russian_money(conn):
+    """A contract of deal 1's company, an invoice partly paid by hand, and a payment waiting to be matched."""
+    from crm import contracts, invoices, payments
+
+    head = await users_db.get_user_by_login(conn, "head")
+    company_id = await conn.fetchval("SELECT company_id FROM deals WHERE id = 1")
+    contract = await contracts.create_contract(conn, head, number="П-1/2026", signed_on="2026-01-10",
+                                               company_id=company_id, kind="supply", valid_until="2026-12-31",
+                                               prepayment_percent=30, deferral_days=10)
+    await contracts.set_deal_contract(conn, head, 1, contract.id)
+    today = datetime.now(UTC).date()
+    invoice = await invoices.issue_invoice(conn, head, 1, today - timedelta(days=20), vat_percent=22,
+                                           prices_include_vat=True)
+    now = datetime.now(UTC)
+    await payments.enter_payment(conn, head, now, doc_number="17", doc_date=today.isoformat(), amount="1000",
+                                 payer_name="ООО «Ромашка»", allocations=[{"invoice_id": invoice.id, "amount": 1000}])
+    await payments.enter_payment(conn, head, now, doc_number="18", doc_date=today.isoformat(), amount="500",
+                                 payer_name="ИП Сидоров", purpose="Возврат")
+    await invoices.flag_overdue_invoices(conn, today, now)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from web.errors import error_middleware
 from web.render import make_templates
 
 logger = logging.getLogger(__name__)
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # Scripts and styles come from our own files only (no inline code: pages hook in through static/*.js), so
@@ -58,7 +59,9 @@ async def set_security_headers(request: web.Request, response: web.StreamRespons
 
 def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     """Build the app around an open pool; telephony and sockets attach through their own keys."""
-    app = web.Application(middlewares=[error_middleware, auth.auth_middleware], client_max_size=2 * 1024 * 1024)
+    # Bank statements, contract scans and spreadsheets come as page uploads (the CSRF check reads the whole
+    # form first); each door that takes files sets its own, smaller limit on what it keeps.
+    app = web.Application(middlewares=[error_middleware, auth.auth_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[keys.SETTINGS] = settings
     app[keys.POOL] = pool
     app[keys.TEMPLATES] = make_templates(settings)

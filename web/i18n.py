@@ -56,7 +56,8 @@ CODE_LABELS = {
     # agents
     "idle": N_("idle"), "ringing": N_("ringing"), "in_call": N_("in call"), "offline": N_("offline"),
     # roles
-    "manager": N_("manager"), "head": N_("head"), "admin": N_("admin"),
+    "manager": N_("manager"), "head": N_("head"), "admin": N_("admin"), "accountant": N_("accountant"),
+    "warehouse": N_("warehouse"),
     # mail intake: kinds and statuses; orders
     "request": N_("request"), "order": N_("order"), "parsed": N_("parsed"), "unparsed": N_("unparsed"),
     "filed": N_("filed"), "received": N_("received"), "done": N_("done"),

@@ -155,7 +155,7 @@ async def _read_capped(read, *args: Any) -> bytes:
 
 
 async def _import(request: web.Request) -> ImportSummary:
-    user = require_role(request, "head", "admin")
+    user = require_role(request, "head", "admin", "accountant")
     name, data = await _read_upload(request)
     statement = await asyncio.to_thread(parse_statement, data)
     async with request.app[keys.POOL].acquire() as conn:
@@ -172,7 +172,7 @@ def _allocations_from_form(form: Any) -> list[dict[str, Any]]:
 
 
 async def _enter(request: web.Request, data: dict[str, Any], allocations: Any) -> Payment:
-    user = require_role(request, "head", "admin")
+    user = require_role(request, "head", "admin", "accountant")
     async with request.app[keys.POOL].acquire() as conn:
         return await payments_db.enter_payment(
             conn, user, _now(), doc_number=text_field(data, "doc_number"), doc_date=data.get("doc_date"),

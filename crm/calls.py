@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from crm import missed
+from crm import missed, paging
 from crm.deals import open_deal_of_contact
 from crm.errors import NotFound
 from crm.leads import Lead, get_or_create_phone_lead
@@ -152,13 +152,21 @@ LEFT JOIN users u ON u.id = c.user_id
 LEFT JOIN contacts ct ON ct.id = c.contact_id
 LEFT JOIN companies co ON co.id = c.company_id
 """
-# A manager sees their own calls and calls of their clients; head and admin see all.
-LIST_CALLS = _CALL_SELECT + """
-WHERE ($1::bigint IS NULL OR c.user_id = $1 OR ct.manager_id = $1 OR co.manager_id = $1)
+# Keyset pages in (started_at, id) order, newest first; the first page starts before ('infinity', 0).
+_CALL_FILTERS = """
   AND ($2::timestamptz IS NULL OR c.started_at >= $2)
   AND ($3::timestamptz IS NULL OR c.started_at < $3)
   AND ($4::text IS NULL OR c.outcome = $4)
+"""
+LIST_CALLS = _CALL_SELECT + """
+WHERE $1::bigint IS NULL AND (c.started_at, c.id) < ($7::timestamptz, $8::bigint)""" + _CALL_FILTERS + """
 ORDER BY c.started_at DESC, c.id DESC LIMIT $5 OFFSET $6
+"""
+# A manager sees their own calls and calls of their clients: call_viewers (migration 0018, kept by
+# triggers) holds one row per user and call in list order, so this is one index range.
+LIST_MY_CALLS = _CALL_SELECT.replace("FROM calls c", "FROM call_viewers v JOIN calls c ON c.id = v.call_id") + """
+WHERE v.user_id = $1 AND (v.started_at, v.call_id) < ($7::timestamptz, $8::bigint)""" + _CALL_FILTERS + """
+ORDER BY v.started_at DESC, v.call_id DESC LIMIT $5 OFFSET $6
 """
 GET_CALL = _CALL_SELECT + """
 WHERE c.id = $1 AND ($2::bigint IS NULL OR c.user_id = $2 OR ct.manager_id = $2 OR co.manager_id = $2)
@@ -178,6 +186,9 @@ DELETE_OLD_BATCHES = "DELETE FROM ami_journal_batches WHERE written_at < $1"
 SELECT_JOURNAL = "SELECT raw FROM ami_journal WHERE pbx = $1 AND linkedid = $2 ORDER BY id"
 LAST_JOURNAL_TIME = "SELECT max(received_at) FROM ami_journal WHERE pbx = $1"
 DELETE_OLD_JOURNAL = "DELETE FROM ami_journal WHERE received_at < $1"
+
+
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 def _dt(ts: float | None) -> datetime | None:
@@ -277,11 +288,19 @@ def _row(row: asyncpg.Record) -> CallRow:
     return CallRow(**data)
 
 
+def call_key(call: CallRow) -> tuple[datetime, int]:
+    """Where a call sits in the call log: the `after` cursor of the page it ends."""
+    return call.started_at, call.id
+
+
 async def list_calls(conn: asyncpg.Connection, viewer: User, since: datetime | None = None,
                      until: datetime | None = None, outcome: str | None = None, limit: int = 100,
-                     offset: int = 0) -> list[CallRow]:
+                     offset: int = 0, after: str | None = None) -> list[CallRow]:
+    """Newest first; `after` is the cursor of the previous page's last call (crm.paging)."""
+    before_at, before_id = paging.decode(after, (datetime, int)) or (_END_OF_TIME, 0)
     scope = None if viewer.sees_everything else viewer.id
-    rows = await conn.fetch(LIST_CALLS, scope, since, until, outcome, limit, offset)
+    rows = await conn.fetch(LIST_CALLS if scope is None else LIST_MY_CALLS, scope, since, until, outcome, limit,
+                            offset, before_at, before_id)
     return [_row(row) for row in rows]
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 import asyncpg
 
+from crm import paging
 from crm.errors import Conflict, Forbidden, NotFound, ValidationError
 from crm.phones import format_phone, parse_phone
 from crm.users import User
@@ -125,29 +126,38 @@ LIST_PHONES_OF = {
 }
 USER_EXISTS = "SELECT 1 FROM users WHERE id = $1"
 
-# One search box: name, e-mail or phone in any format. $3 is an E.164 guess (or NULL),
-# $4 the reversed last digits typed (or NULL) so the reverse(e164) index serves suffix matches.
+# One search box: name, e-mail or phone in any format. $1 the text, $3 an E.164 guess (or NULL), $4 the
+# reversed last digits typed (or NULL). Each branch is one index: trigram GIN for the name and e-mail
+# fragments, phones_e164_idx and the reverse(e164) index for numbers; the union picks the page's rows.
 _SEARCH = """
-  AND ($1::text IS NULL
-       OR lower(p.name) LIKE '%' || lower($1) || '%'
-       OR EXISTS (SELECT 1 FROM emails e WHERE e.{owner} = p.id AND e.email LIKE '%' || lower($1) || '%')
-       OR EXISTS (SELECT 1 FROM phones ph WHERE ph.{owner} = p.id
-                  AND (ph.e164 = $3 OR reverse(ph.e164) LIKE $4 || '%')))
+  AND p.id IN (SELECT id FROM {table} WHERE lower(name) LIKE '%' || lower($1) || '%'
+               UNION SELECT {owner} FROM emails WHERE {owner} IS NOT NULL AND email LIKE '%' || lower($1) || '%'
+               UNION SELECT {owner} FROM phones WHERE {owner} IS NOT NULL
+                                                  AND (e164 = $3 OR reverse(e164) LIKE $4 || '%'))
 """
-LIST_CONTACTS = f"""
+# Keyset: the page after (lower(name), id); the first page starts after ('', 0), names are never empty.
+_CONTACT_LIST = """
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
        c.name AS company_name, NULL::text AS tax_id, p.version
 FROM contacts p LEFT JOIN users u ON u.id = p.manager_id LEFT JOIN companies c ON c.id = p.company_id
-WHERE {_VISIBLE} {_SEARCH.format(owner="contact_id")}
+WHERE {visible} {search} AND (lower(p.name), p.id) > ($7::text, $8::bigint)
 ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
 """
-LIST_COMPANIES = f"""
+_COMPANY_LIST = """
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, NULL::bigint AS company_id,
        NULL::text AS company_name, p.tax_id, p.version
 FROM companies p LEFT JOIN users u ON u.id = p.manager_id
-WHERE {_VISIBLE} {_SEARCH.format(owner="company_id")}
+WHERE {visible} {search} AND (lower(p.name), p.id) > ($7::text, $8::bigint)
 ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
 """
+# Without a search the text parameters are unused; they stay typed so both variants take the same arguments.
+_UNUSED = "AND ($1::text, $3::text, $4::text) IS NOT DISTINCT FROM ($1, $3, $4)"
+LIST_CONTACTS = _CONTACT_LIST.format(visible=_VISIBLE, search=_UNUSED)
+SEARCH_CONTACTS = _CONTACT_LIST.format(visible=_VISIBLE,
+                                       search=_SEARCH.format(table="contacts", owner="contact_id"))
+LIST_COMPANIES = _COMPANY_LIST.format(visible=_VISIBLE, search=_UNUSED)
+SEARCH_COMPANIES = _COMPANY_LIST.format(visible=_VISIBLE,
+                                        search=_SEARCH.format(table="companies", owner="company_id"))
 LIST_COMPANY_CONTACTS = f"""
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
        NULL::text AS company_name, NULL::text AS tax_id, p.version
@@ -156,6 +166,13 @@ WHERE p.company_id = $1 AND {_VISIBLE} ORDER BY lower(p.name)
 """
 _SELECT = {"contact": SELECT_CONTACT, "company": SELECT_COMPANY}
 _LIST = {"contact": LIST_CONTACTS, "company": LIST_COMPANIES}
+_FIND = {"contact": SEARCH_CONTACTS, "company": SEARCH_COMPANIES}
+_KEY = (str, int)
+
+
+def party_key(party: Party) -> tuple[str, int]:
+    """Where a party sits in a list: the `after` cursor of the page it ends."""
+    return party.name.lower(), party.id
 
 
 def _scope(viewer: User) -> int | None:
@@ -245,8 +262,10 @@ async def get_party(conn: asyncpg.Connection, viewer: User, kind: Kind, party_id
 
 async def list_parties(
     conn: asyncpg.Connection, viewer: User, kind: Kind, query: str | None, region: str,
-    limit: int = 50, offset: int = 0,
+    limit: int = 50, offset: int = 0, after: str | None = None,
 ) -> list[Party]:
+    """A page in name order; `after` is the cursor of the previous page's last row (crm.paging)."""
+    after_name, after_id = paging.decode(after, _KEY) or ("", 0)
     query = (query or "").strip()[:100] or None
     e164 = suffix = None
     if query:
@@ -257,7 +276,8 @@ async def list_parties(
             e164 = None
         if len(digits) >= 4 and re.fullmatch(r"[\d\s()+\-.]+", query):
             suffix = digits[::-1]
-    rows = await conn.fetch(_LIST[kind], query, _scope(viewer), e164, suffix, limit, offset)
+    rows = await conn.fetch(_FIND[kind] if query else _LIST[kind], query, _scope(viewer), e164, suffix, limit,
+                            offset, after_name, after_id)
     phones: dict[int, list[PhoneEntry]] = {}
     for r in await conn.fetch(LIST_PHONES_OF[kind], [row["id"] for row in rows]):
         phones.setdefault(r["owner_id"], []).append(PhoneEntry(r["e164"], r["extension"], r["raw"], r["label"]))

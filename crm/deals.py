@@ -4,12 +4,12 @@ won or lost with a reason; stuck-deal detection; the illiquid-stock widget's fig
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
 
-from crm import contacts, stock
+from crm import contacts, paging, stock
 from crm.errors import Conflict, NotFound, ValidationError
 from crm.leads import get_lead, notify_heads
 from crm.users import User
@@ -104,7 +104,8 @@ GET_DEAL = _DEAL_SELECT + "WHERE d.id = $1 AND ($2::bigint IS NULL OR d.manager_
 LIST_DEALS = _DEAL_SELECT + """
 WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
   AND (($3::bigint IS NULL AND $4::bigint IS NULL) OR d.contact_id = $3 OR d.company_id = $4)
-ORDER BY s.position, d.stage_changed_at LIMIT 500
+  AND (s.position, d.stage_changed_at, d.id) > ($5::int, $6::timestamptz, $7::bigint)
+ORDER BY s.position, d.stage_changed_at, d.id LIMIT $8
 """
 # Every write to a deal claims its row first: two clicks at once then run one after the other, and the
 # second sees what the first did (nothing left to reserve or ship, the stage already moved).
@@ -219,12 +220,22 @@ async def get_deal(conn: asyncpg.Connection, viewer: User, deal_id: int) -> Deal
 
 
 async def list_deals(conn: asyncpg.Connection, viewer: User, status: str | None = None,
-                     contact_id: int | None = None, company_id: int | None = None) -> list[Deal]:
+                     contact_id: int | None = None, company_id: int | None = None, limit: int = 500,
+                     after: str | None = None) -> list[Deal]:
+    """By stage, longest in the stage first; `after` is the previous page's cursor (crm.paging)."""
+    key = paging.decode(after, (int, datetime, int)) or (-(2 ** 31), datetime.min.replace(tzinfo=UTC), 0)
     if status is not None and status not in ("in_progress", "won", "lost"):
         raise ValidationError("status", "in_progress, won or lost")
     # A contact's or a company's own deals; neither given: every deal the viewer may see.
-    rows = await conn.fetch(LIST_DEALS, _scope(viewer), status, contact_id, company_id)
+    rows = await conn.fetch(LIST_DEALS, _scope(viewer), status, contact_id, company_id, *key, limit)
     return [_deal(r) for r in rows]
+
+
+async def list_deals_page(conn: asyncpg.Connection, viewer: User, status: str | None = None, limit: int = 500,
+                          after: str | None = None) -> paging.Page[Deal]:
+    positions = {stage.code: stage.position for stage in await list_stages(conn)}
+    found = await list_deals(conn, viewer, status, limit=limit + 1, after=after)
+    return paging.page(found, limit, lambda d: (positions[d.stage], d.stage_changed_at, d.id))
 
 
 def _probability(value) -> int:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from crm import paging
 from crm.contacts import PartyInput, clean_email, create_party
 from crm.errors import Conflict, Forbidden, NotFound, ValidationError
 from crm.phones import format_phone
@@ -63,6 +64,7 @@ LIST_LEADS = _LEAD_SELECT + """
 WHERE ($1::bigint IS NULL OR l.manager_id = $1)
   AND ($2::text IS NULL OR l.status = $2)
   AND ($3::text IS NULL OR l.source = $3)
+  AND ((l.status = 'new'), l.created_at, l.id) < ($6::boolean, $7::timestamptz, $8::bigint)
 ORDER BY (l.status = 'new') DESC, l.created_at DESC, l.id DESC LIMIT $4 OFFSET $5
 """
 # ON CONFLICT on the partial unique index: a second call from the same number finds the open lead.
@@ -158,12 +160,19 @@ async def get_lead(conn: asyncpg.Connection, viewer: User, lead_id: int) -> Lead
 
 
 async def list_leads(conn: asyncpg.Connection, viewer: User, status: str | None = None, source: str | None = None,
-                     limit: int = 100, offset: int = 0) -> list[Lead]:
+                     limit: int = 100, offset: int = 0, after: str | None = None) -> list[Lead]:
+    """New leads first, then newest; `after` is the cursor of the previous page's last lead (crm.paging)."""
+    key = paging.decode(after, (bool, datetime, int)) or (True, datetime.max.replace(tzinfo=UTC), 0)
     if status is not None and status not in STATUSES:
         raise ValidationError("status", f"one of {', '.join(STATUSES)}")
     if source is not None and source not in SOURCES:
         raise ValidationError("source", f"one of {', '.join(SOURCES)}")
-    return [_lead(r) for r in await conn.fetch(LIST_LEADS, _scope(viewer), status, source, limit, offset)]
+    return [_lead(r) for r in await conn.fetch(LIST_LEADS, _scope(viewer), status, source, limit, offset, *key)]
+
+
+def lead_key(lead: Lead) -> tuple[bool, datetime, int]:
+    """Where a lead sits in the inbox: the `after` cursor of the page it ends."""
+    return lead.status == "new", lead.created_at, lead.id
 
 
 async def _get_or_create(conn: asyncpg.Connection, insert: str, insert_args: tuple, find_open: str, key: str,

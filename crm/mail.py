@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
@@ -20,6 +20,7 @@ from email.utils import getaddresses, parseaddr
 import asyncpg
 import phonenumbers
 
+from crm import paging
 from crm.deals import open_deal_of_contact
 from crm.errors import NotFound
 from crm.leads import (
@@ -253,7 +254,8 @@ ORDER BY m.received_at DESC LIMIT $4
 LIST_RECENT = """
 SELECT id, received_at, peer, envelope_from, status, error, kind, subject, sender_email, lead_id, contact_id,
        length(raw) AS size
-FROM mail_messages ORDER BY received_at DESC, id DESC LIMIT $1
+FROM mail_messages WHERE (received_at, id) < ($2::timestamptz, $3::bigint)
+ORDER BY received_at DESC, id DESC LIMIT $1
 """
 # An attachment is visible to whoever may see the contact, company or lead the message belongs to.
 GET_ATTACHMENT = """
@@ -372,8 +374,14 @@ async def list_party_mail(conn: asyncpg.Connection, contact_id: int | None, comp
     return [{**dict(r), "attachments": json.loads(r["attachments"])} for r in rows]
 
 
-async def list_recent(conn: asyncpg.Connection, limit: int = 100) -> list[dict]:
-    return [dict(r) for r in await conn.fetch(LIST_RECENT, limit)]
+async def list_recent(conn: asyncpg.Connection, limit: int = 100, after: str | None = None) -> list[dict]:
+    """Newest first; `after` is the cursor of the previous page's last message (crm.paging)."""
+    key = paging.decode(after, (datetime, int)) or (datetime.max.replace(tzinfo=UTC), 0)
+    return [dict(r) for r in await conn.fetch(LIST_RECENT, limit, *key)]
+
+
+def message_key(message: dict) -> tuple[datetime, int]:
+    return message["received_at"], message["id"]
 
 
 async def get_attachment(conn: asyncpg.Connection, viewer: User, message_id: int,

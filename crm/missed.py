@@ -4,11 +4,12 @@ the customer is reached (an answered call either way) or by hand with a reason."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from crm import paging
 from crm.errors import Forbidden, NotFound, ValidationError
 from crm.leads import notify_heads
 from crm.phones import format_phone
@@ -149,8 +150,9 @@ WHERE ($1::bigint IS NULL OR m.manager_id = $1 OR m.manager_id IS NULL)
   AND ($3::text IS NULL OR m.line = $3)
   AND ($4::text IS NULL OR m.state = $4)
   AND (m.state <> 'resolved' OR m.last_missed_at >= $5)
-ORDER BY m.state = 'resolved', m.last_missed_at DESC, m.id DESC
-LIMIT 500
+  AND ((m.state <> 'resolved'), m.last_missed_at, m.id) < ($6::boolean, $7::timestamptz, $8::bigint)
+ORDER BY (m.state <> 'resolved') DESC, m.last_missed_at DESC, m.id DESC
+LIMIT $9
 """
 GET_ROW = _ROW_SELECT + "WHERE m.id = $1 AND ($2::bigint IS NULL OR m.manager_id = $2 OR m.manager_id IS NULL)"
 FIGURES = """
@@ -226,12 +228,19 @@ async def record_call(conn: asyncpg.Connection, call_id: int, direction: str, ou
 
 
 async def list_rows(conn: asyncpg.Connection, viewer: User, now: datetime, window: timedelta,
-                    manager_id: int | None = None, line: str | None = None, state: str | None = None
-                    ) -> list[MissedRow]:
+                    manager_id: int | None = None, line: str | None = None, state: str | None = None,
+                    limit: int = 500, after: str | None = None) -> list[MissedRow]:
+    """Open rows first, then the most recently missed; `after` is the previous page's cursor (crm.paging)."""
+    key = paging.decode(after, (bool, datetime, int)) or (True, datetime.max.replace(tzinfo=UTC), 0)
     if state is not None and state not in STATES:
         raise ValidationError("state", f"one of {', '.join(STATES)}")
-    rows = await conn.fetch(LIST_ROWS, _scope(viewer), manager_id, line or None, state, now - window)
+    rows = await conn.fetch(LIST_ROWS, _scope(viewer), manager_id, line or None, state, now - window, *key, limit)
     return [_row(r) for r in rows]
+
+
+def row_key(row: MissedRow) -> tuple[bool, datetime, int]:
+    """Where a row sits on the board: the `after` cursor of the page it ends."""
+    return row.state != "resolved", row.last_missed_at, row.id
 
 
 async def resolve_by_hand(conn: asyncpg.Connection, viewer: User, row_id: int, resolution: str,

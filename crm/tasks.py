@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
+from crm import paging
 from crm.errors import Conflict, NotFound
 from crm.users import User
 
@@ -37,6 +38,7 @@ FROM tasks t LEFT JOIN users u ON u.id = t.assignee_id LEFT JOIN mail_messages m
 # A manager sees tasks assigned to them and unassigned ones; head and admin see all.
 LIST_OPEN = _TASK_SELECT + """
 WHERE t.state = 'open' AND ($1::bigint IS NULL OR t.assignee_id = $1 OR t.assignee_id IS NULL)
+  AND (t.due_at, t.id) > ($3::timestamptz, $4::bigint)
 ORDER BY t.due_at, t.id LIMIT $2
 """
 GET_TASK = _TASK_SELECT + "WHERE t.id = $1 AND ($2::bigint IS NULL OR t.assignee_id = $2 OR t.assignee_id IS NULL)"
@@ -47,8 +49,15 @@ def _scope(viewer: User) -> int | None:
     return None if viewer.sees_everything else viewer.id
 
 
-async def list_open_tasks(conn: asyncpg.Connection, viewer: User, limit: int = 100) -> list[Task]:
-    return [Task(**dict(r)) for r in await conn.fetch(LIST_OPEN, _scope(viewer), limit)]
+async def list_open_tasks(conn: asyncpg.Connection, viewer: User, limit: int = 100,
+                          after: str | None = None) -> list[Task]:
+    """Soonest due first; `after` is the cursor of the previous page's last task (crm.paging)."""
+    key = paging.decode(after, (datetime, int)) or (datetime.min.replace(tzinfo=UTC), 0)
+    return [Task(**dict(r)) for r in await conn.fetch(LIST_OPEN, _scope(viewer), limit, *key)]
+
+
+def task_key(task: Task) -> tuple[datetime, int]:
+    return task.due_at, task.id
 
 
 async def complete_task(conn: asyncpg.Connection, viewer: User, task_id: int, now: datetime) -> Task:

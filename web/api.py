@@ -7,13 +7,14 @@ from typing import Any
 from aiohttp import web
 
 from crm import contacts as contacts_db
-from crm import errors
+from crm import errors, paging
 from crm import users as users_db
 from crm.contacts import Kind, Party, PartyInput
 from crm.users import User
 from web import keys
 from web.auth import current_user, require_role
 from web.errors import MAX_ID, path_id
+from web.paging import page_args, page_json
 from web.sockets import user_changed
 
 SECTIONS: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
@@ -132,10 +133,13 @@ def _paging(request: web.Request) -> tuple[int, int]:
 async def list_parties(request: web.Request) -> web.Response:
     kind, user = _kind(request), current_user(request)
     limit, offset = _paging(request)
+    _, after = page_args(request, limit)
     async with request.app[keys.POOL].acquire() as conn:
-        parties = await contacts_db.list_parties(conn, user, kind, request.query.get("q"),
-                                                 request.app[keys.SETTINGS].phone_region, limit, offset)
-    return web.json_response({"items": [party_json(p) for p in parties], "limit": limit, "offset": offset})
+        page = paging.page(await contacts_db.list_parties(conn, user, kind, request.query.get("q"),
+                                                          request.app[keys.SETTINGS].phone_region, limit + 1, offset,
+                                                          after), limit, contacts_db.party_key)
+    return web.json_response({**page_json(request, page, [party_json(p) for p in page.items]), "limit": limit,
+                              "offset": offset})
 
 
 async def get_party(request: web.Request) -> web.Response:

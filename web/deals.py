@@ -13,7 +13,7 @@ from aiohttp import web
 from crm import calls as calls_db
 from crm import contracts as contracts_db
 from crm import deals as deals_db
-from crm import errors, stock
+from crm import errors, paging, stock
 from crm import invoices as invoices_db
 from crm import mail as mail_db
 from crm import missed as missed_db
@@ -25,6 +25,7 @@ from web.api import read_json
 from web.auth import current_user, require_role
 from web.jobs import periodic_job
 from web.pages import render
+from web.paging import next_url, page_args, page_json
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +151,11 @@ async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
 # ------------------------------------------------------------------ API
 
 async def list_api(request: web.Request) -> web.Response:
+    limit, after = page_args(request, 500)
     async with request.app[keys.POOL].acquire() as conn:
-        found = await deals_db.list_deals(conn, current_user(request), request.query.get("status") or None)
-    return web.json_response({"items": [deal_json(d) for d in found]})
+        page = await deals_db.list_deals_page(conn, current_user(request), request.query.get("status") or None,
+                                              limit, after)
+    return web.json_response(page_json(request, page, [deal_json(d) for d in page.items]))
 
 
 async def create_api(request: web.Request) -> web.Response:
@@ -235,12 +238,14 @@ async def stock_movement_api(request: web.Request) -> web.Response:
 
 async def deals_page(request: web.Request) -> web.Response:
     user = current_user(request)
+    limit, after = page_args(request, 500)
     async with request.app[keys.POOL].acquire() as conn:
-        found = await deals_db.list_deals(conn, user, request.query.get("status") or "in_progress")
+        page = await deals_db.list_deals_page(conn, user, request.query.get("status") or "in_progress", limit, after)
+        found = page.items
         stages = await deals_db.list_stages(conn)
     columns = [(stage, [d for d in found if d.stage == stage.code]) for stage in stages]
     return render(request, "deals.html", columns=columns, now=_now(),
-                  status_filter=request.query.get("status") or "in_progress")
+                  status_filter=request.query.get("status") or "in_progress", next_url=next_url(request, page))
 
 
 async def deal_page(request: web.Request) -> web.Response:
@@ -309,13 +314,17 @@ async def home_page(request: web.Request) -> web.Response:
 
 
 async def tasks_api(request: web.Request) -> web.Response:
+    limit, after = page_args(request, 100)
     async with request.app[keys.POOL].acquire() as conn:
-        found = await tasks_db.list_open_tasks(conn, current_user(request))
+        page = paging.page(await tasks_db.list_open_tasks(conn, current_user(request), limit + 1, after), limit,
+                           tasks_db.task_key)
+    found = page.items
     now = _now()
-    return web.json_response({"items": [{"id": t.id, "kind": t.kind, "title": t.title, "assignee_id": t.assignee_id,
+    items = [{"id": t.id, "kind": t.kind, "title": t.title, "assignee_id": t.assignee_id,
                                          "due_at": t.due_at.isoformat(), "overdue": t.overdue(now),
                                          "deal_id": t.deal_id, "contact_id": t.contact_id,
-                                         "missed_caller_id": t.missed_caller_id} for t in found]})
+                                         "missed_caller_id": t.missed_caller_id} for t in found]
+    return web.json_response(page_json(request, page, items))
 
 
 async def task_done(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from crm import calls as calls_db
 from crm import deals as deals_db
 from crm import leads as leads_db
 from crm import mail as mail_db
+from crm import paging
 from crm import users as users_db
 from crm.leads import Lead
 from crm.phones import parse_phone
@@ -19,6 +20,7 @@ from web.api import read_json
 from web.auth import current_user
 from web.deals import int_field, path_id, text_field
 from web.pages import render
+from web.paging import next_url, page_args, page_json
 
 
 def lead_json(lead: Lead) -> dict[str, Any]:
@@ -36,10 +38,12 @@ def _lead_id(request: web.Request) -> int:
 
 async def list_api(request: web.Request) -> web.Response:
     user = current_user(request)
+    limit, after = page_args(request, 200)
     async with request.app[keys.POOL].acquire() as conn:
-        leads = await leads_db.list_leads(conn, user, request.query.get("status") or None,
-                                          request.query.get("source") or None, limit=200)
-    return web.json_response({"items": [lead_json(lead) for lead in leads]})
+        page = paging.page(await leads_db.list_leads(conn, user, request.query.get("status") or None,
+                                                     request.query.get("source") or None, limit=limit + 1,
+                                                     after=after), limit, leads_db.lead_key)
+    return web.json_response(page_json(request, page, [lead_json(lead) for lead in page.items]))
 
 
 async def detail_api(request: web.Request) -> web.Response:
@@ -108,13 +112,16 @@ async def inbox_page(request: web.Request) -> web.Response:
     user = current_user(request)
     status = request.query.get("status") or None
     source = request.query.get("source") or None
+    limit, after = page_args(request, 100)
     async with request.app[keys.POOL].acquire() as conn:
-        leads = await leads_db.list_leads(conn, user, status, source, limit=200)
+        page = paging.page(await leads_db.list_leads(conn, user, status, source, limit=limit + 1, after=after),
+                           limit, leads_db.lead_key)
+        leads = page.items
         managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
         notifications = await leads_db.list_notifications(conn, user)
     return render(request, "leads.html", leads=leads, managers=managers, status_filter=status or "",
                   source=source or "", statuses=leads_db.STATUSES, sources=leads_db.SOURCES,
-                  notifications=notifications)
+                  notifications=notifications, next_url=next_url(request, page))
 
 
 async def lead_page(request: web.Request) -> web.Response:

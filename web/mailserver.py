@@ -14,11 +14,13 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from crm import mail as mail_db
+from crm import paging
 from crm.leads import NewLead
 from crm.settings import Settings
 from web import keys
 from web.auth import current_user, require_role
 from web.errors import path_id
+from web.paging import next_url, page_args
 from web.render import render
 
 logger = logging.getLogger(__name__)
@@ -172,8 +174,10 @@ def _rfc5987(name: str) -> str:
 async def mail_page(request: web.Request) -> web.Response:
     require_role(request, "admin", "head")
     async with request.app[keys.POOL].acquire() as conn:
-        messages = await mail_db.list_recent(conn, 200)
-    return render(request, "mail.html", messages=messages)
+        limit, after = page_args(request, 200)
+        page = paging.page(await mail_db.list_recent(conn, limit + 1, after), limit, mail_db.message_key)
+        messages = page.items
+    return render(request, "mail.html", messages=messages, next_url=next_url(request, page))
 
 
 def setup(app: web.Application) -> None:

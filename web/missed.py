@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from crm import errors
+from crm import errors, paging
 from crm import missed as missed_db
 from crm import users as users_db
 from crm.missed import MissedRow
@@ -15,6 +15,7 @@ from web import keys
 from web.api import read_json
 from web.auth import current_user
 from web.pages import render
+from web.paging import next_url, page_args, page_json
 
 
 def _window(request: web.Request) -> timedelta:
@@ -45,9 +46,11 @@ async def list_api(request: web.Request) -> web.Response:
     user = current_user(request)
     manager, line, state = _filters(request)
     now = datetime.now(UTC)
+    limit, after = page_args(request, 500)
     async with request.app[keys.POOL].acquire() as conn:
-        rows = await missed_db.list_rows(conn, user, now, _window(request), manager, line, state)
-    return web.json_response({"items": [row_json(r, now) for r in rows]})
+        page = paging.page(await missed_db.list_rows(conn, user, now, _window(request), manager, line, state,
+                                                     limit + 1, after), limit, missed_db.row_key)
+    return web.json_response(page_json(request, page, [row_json(r, now) for r in page.items]))
 
 
 async def _notify(request: web.Request, update: missed_db.MissedUpdate) -> None:
@@ -81,13 +84,17 @@ async def board_page(request: web.Request) -> web.Response:
     manager, line, state = _filters(request)
     settings = request.app[keys.SETTINGS]
     now = datetime.now(UTC)
+    limit, after = page_args(request, 100)
     async with request.app[keys.POOL].acquire() as conn:
-        rows = await missed_db.list_rows(conn, user, now, _window(request), manager, line, state)
+        page = paging.page(await missed_db.list_rows(conn, user, now, _window(request), manager, line, state,
+                                                     limit + 1, after), limit, missed_db.row_key)
+        rows = page.items
         figures = await missed_db.figures(conn, user, now, _window(request), settings.timezone)
         managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
     return render(request, "missed.html", rows=rows, figures=figures, now=now, managers=managers,
                   manager=manager, line=line or "", state=state or "", states=missed_db.STATES,
-                  resolutions=missed_db.MANUAL_RESOLUTIONS, window_days=settings.missed_window_days)
+                  resolutions=missed_db.MANUAL_RESOLUTIONS, window_days=settings.missed_window_days,
+                  next_url=next_url(request, page))
 
 
 async def board_action(request: web.Request) -> web.Response:

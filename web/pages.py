@@ -14,7 +14,7 @@ from multidict import MultiDictProxy
 from crm import calls as calls_db
 from crm import contacts as contacts_db
 from crm import deals as deals_db
-from crm import errors
+from crm import errors, paging
 from crm import mail as mail_db
 from crm import users as users_db
 from crm.contacts import Kind, PartyInput
@@ -22,6 +22,7 @@ from web import keys
 from web.auth import CSRF_FIELD, SESSION_COOKIE, current_user
 from web.errors import path_id
 from web.i18n import N_
+from web.paging import next_url, page_args
 from web.render import render
 from web.sockets import disconnect_session
 
@@ -114,11 +115,14 @@ def _party_id(request: web.Request) -> int:
 async def party_list(request: web.Request) -> web.Response:
     kind, user = _kind(request), current_user(request)
     query = request.query.get("q", "")
+    limit, after = page_args(request, 100)
     async with request.app[keys.POOL].acquire() as conn:
-        parties = await contacts_db.list_parties(conn, user, kind, query, request.app[keys.SETTINGS].phone_region,
-                                                 limit=200)
+        page = paging.page(await contacts_db.list_parties(conn, user, kind, query,
+                                                          request.app[keys.SETTINGS].phone_region, limit=limit + 1,
+                                                          after=after), limit, contacts_db.party_key)
+        parties = page.items
     return render(request, "parties.html", kind=kind, section=request.match_info["section"], titles=TITLES[kind],
-                  parties=parties, query=query)
+                  parties=parties, query=query, next_url=next_url(request, page))
 
 
 async def party_card(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from aiohttp import web
@@ -33,14 +33,20 @@ class Router:
     pool: asyncpg.Pool
     telephony: TelephonyService | None
     index: RoutingIndex | None = None
+    # Leads being written for unknown callers, by number: referenced so they are not collected
+    # mid-write, one per number so a spam burst from one number writes once, awaited at shutdown.
+    _leads: dict[str, asyncio.Task] = field(default_factory=dict)
 
     async def route(self, caller: str, did: str, pbx: str | None = None, caller_name: str = "") -> RouteDecision:
         fallback = self.settings.routing_fallback
         if self.index is not None and self.index.ready:
-            # A known caller is decided from memory: no I/O, so no deadline machinery needed.
+            # Decided from memory, known or unknown caller: no I/O, so no deadline machinery needed.
             match = self.index.find(caller, self.settings.phone_region)
             if match is not None:
                 return decide(caller, match, self._state(match, pbx), fallback)
+            e164 = normalise_caller(caller, self.settings.phone_region)
+            self._lead_later(e164, did, caller_name)
+            return decide(e164, None, None, fallback)
         started = time.perf_counter()
         lookup = asyncio.ensure_future(self._lookup(caller, did, pbx, caller_name))
         try:
@@ -61,22 +67,42 @@ class Router:
     async def _lookup(self, caller: str, did: str, pbx: str | None, caller_name: str = "") -> RouteDecision:
         region = self.settings.phone_region
         e164 = normalise_caller(caller, region)
-        lead_id = None
-        if self.index is not None and self.index.ready:
-            match = self.index.find(caller, region)  # known callers: no database round trip
-        else:
-            async with self.pool.acquire() as conn:
-                match = await find_caller(conn, caller, region, self.settings.suffix_match_digits)
-        if match is None and e164 is not None:
+        async with self.pool.acquire() as conn:
+            match = await find_caller(conn, caller, region, self.settings.suffix_match_digits)
+        if match is None:
+            self._lead_later(e164, did, caller_name)
+        return decide(e164, match, self._state(match, pbx), self.settings.routing_fallback)
+
+    def _lead_later(self, e164: str | None, did: str, caller_name: str) -> None:
+        """The answer never waits for the lead: it is written in the background (and again, idempotently,
+        by the call pipeline when the call ends), so an unknown caller is routed as fast as a known one."""
+        if e164 is None or e164 in self._leads:
+            return
+        task = asyncio.create_task(self._write_lead(e164, did, caller_name), name=f"lead-for-{e164}")
+        self._leads[e164] = task
+        task.add_done_callback(lambda _: self._leads.pop(e164, None))
+
+    async def _write_lead(self, e164: str, did: str, caller_name: str) -> None:
+        try:
             # The one lead rule (cti.pipeline): the lead gets the caller's name and the heads a live push.
             if self.telephony is not None:
-                lead = await self.telephony.pipeline.lead_for_caller(e164, did, caller_name)
+                await self.telephony.pipeline.lead_for_caller(e164, did, caller_name)
             else:
                 async with self.pool.acquire() as conn:
-                    caller_lead = await lead_for_unknown_caller(conn, e164, did, caller_name)
-                lead = caller_lead.lead if caller_lead is not None else None
-            lead_id = lead.id if lead is not None else None
-        return decide(e164, match, self._state(match, pbx), self.settings.routing_fallback, lead_id)
+                    await lead_for_unknown_caller(conn, e164, did, caller_name)
+        except Exception:
+            logger.exception("the lead for unknown caller %s was not written (the call pipeline retries at "
+                             "the call's end)", e164)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Let the leads being written finish (shutdown); those still waiting after `timeout` are cancelled."""
+        pending = list(self._leads.values())
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     def _state(self, match, pbx: str | None) -> str | None:
         if match is not None and match.manager_extension and self.telephony is not None:
@@ -139,6 +165,7 @@ async def routing_ctx(app: web.Application) -> AsyncIterator[None]:
         if server is not None:
             server.close()
             await server.wait_closed()
+        await router.drain()
         if keeper is not None:
             await keeper.stop()
 

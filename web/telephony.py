@@ -14,7 +14,7 @@ from aiohttp import web
 
 from crm import calls as calls_db
 from crm import contacts as contacts_db
-from crm import errors
+from crm import errors, paging
 from crm import missed as missed_db
 from crm import users as users_db
 from crm.calls import CallRow
@@ -28,6 +28,7 @@ from web import keys
 from web.api import read_json
 from web.auth import current_user, require_role
 from web.errors import MAX_ID, json_error
+from web.paging import next_url, page_args, page_json
 from web.realtime import user_room
 
 logger = logging.getLogger(__name__)
@@ -171,23 +172,29 @@ async def calls_page(request: web.Request) -> web.Response:
 
     user = current_user(request)
     since, until, outcome, day_text = _filters(request)
+    limit, after = page_args(request, 200)
     async with request.app[keys.POOL].acquire() as conn:
-        calls = await calls_db.list_calls(conn, user, since, until, outcome, limit=200)
+        page = paging.page(await calls_db.list_calls(conn, user, since, until, outcome, limit=limit + 1, after=after),
+                           limit, calls_db.call_key)
+        calls = page.items
         agents = {u.extension: "unknown" for u in await users_db.list_users(conn) if u.extension and u.active}
     telephony = request.app.get(keys.TELEPHONY)
     if telephony is not None:
         agents.update(telephony.agent_states())
     return render(request, "calls.html", calls=calls, outcome=outcome or "", day=day_text, outcomes=OUTCOMES,
                   pbx_status=telephony.pbx_status() if telephony else {}, agent_states=agents,
-                  demo_pbx=keys.DEMO_SIMULATOR in request.app, extension=user.extension or "101")
+                  demo_pbx=keys.DEMO_SIMULATOR in request.app, extension=user.extension or "101",
+                  next_url=next_url(request, page))
 
 
 async def list_calls_api(request: web.Request) -> web.Response:
     user = current_user(request)
     since, until, outcome, _ = _filters(request)
+    limit, after = page_args(request, 200)
     async with request.app[keys.POOL].acquire() as conn:
-        calls = await calls_db.list_calls(conn, user, since, until, outcome, limit=200)
-    return web.json_response({"items": [call_json(c) for c in calls]})
+        page = paging.page(await calls_db.list_calls(conn, user, since, until, outcome, limit=limit + 1, after=after),
+                           limit, calls_db.call_key)
+    return web.json_response(page_json(request, page, [call_json(c) for c in page.items]))
 
 
 async def get_call_api(request: web.Request) -> web.Response:

@@ -92,7 +92,7 @@ async def test_database_down_while_calls_end_then_a_crash_loses_nothing_and_coun
     survivor = CallWriter(settings, proxied_pool, min_backoff=0.05)
     await survivor.start()
     assert survivor.replayed == 21
-    assert await survivor.drain(10)
+    assert await survivor.drain(30)
     assert await counts(conn) == (21, 21, 3, 1, 1, 2, 18)
     assert writer.spool.path.read_text() == ""  # all written: the spool is empty again
     # A crash after the database took the writes but before the spool was emptied replays them all:
@@ -101,7 +101,7 @@ async def test_database_down_while_calls_end_then_a_crash_loses_nothing_and_coun
     await survivor.stop()
     again = CallWriter(settings, proxied_pool)
     await again.start()
-    assert await again.drain(10)
+    assert await again.drain(30)
     await again.stop()
     assert await counts(conn) == (21, 21, 3, 1, 1, 2, 18)
 
@@ -111,7 +111,7 @@ async def test_an_entry_the_database_refuses_is_set_aside_and_the_next_is_writte
     await writer.start()
     writer.submit_call(record("9.1", direction="sideways"))  # the CHECK constraint refuses it, every time
     writer.submit_call(record("9.2"))
-    assert await writer.drain(5)
+    assert await writer.drain(30)
     await writer.stop()
     assert [r["linkedid"] for r in await conn.fetch("SELECT linkedid FROM calls")] == ["9.2"]
     rejected = [json.loads(line) for line in (settings.data_dir / "spool" / "rejected.jsonl").read_text().splitlines()]

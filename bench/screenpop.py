@@ -251,23 +251,43 @@ class GcPauses:
                 "max_ms": longest * 1000, "over_10ms": sum(1 for _, p in self.pauses if p > 0.010)}
 
 
-async def open_boards(base_url: str, tokens: list[str]) -> tuple[object, list]:
-    """Heads' Chromium tabs on the missed board (Playwright on Debian's chromium)."""
+BOARD_STATE = """() => ({marker: document.querySelector('#missed-table tbody').dataset.benchMarker || null,
+    rows: document.querySelectorAll('#missed-table tr[data-row]').length,
+    updated: Number(document.body.dataset.liveRows || 0)})"""
+
+
+async def run_boards(base_url: str, tokens: list[str]) -> list[dict]:
+    """Heads' Chromium tabs on the missed board (Playwright on Debian's chromium), in a process of their
+    own as a head's browser is: the Playwright client's objects stay out of the server's heap."""
     from playwright.async_api import async_playwright
 
-    playwright = await async_playwright().start()
-    browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                               args=["--no-sandbox", "--disable-gpu"])
-    pages = []
-    for token in tokens:
-        context = await browser.new_context()
-        await context.add_cookies([{"name": "callboard_session", "value": token, "url": base_url}])
-        page = await context.new_page()
-        await page.goto(f"{base_url}/missed")
-        await page.wait_for_selector("#live.on", timeout=30000)
-        await page.evaluate("document.querySelector('#missed-table tbody').dataset.benchMarker = 'kept'")
-        pages.append(page)
-    return (playwright, browser), pages
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                                   args=["--no-sandbox", "--disable-gpu"])
+        pages = []
+        for token in tokens:
+            context = await browser.new_context()
+            await context.add_cookies([{"name": "callboard_session", "value": token, "url": base_url}])
+            page = await context.new_page()
+            await page.goto(f"{base_url}/missed")
+            await page.wait_for_selector("#live.on", timeout=30000)
+            # A re-render of the table body (or a reload) would lose it.
+            await page.evaluate("document.querySelector('#missed-table tbody').dataset.benchMarker = 'kept'")
+            pages.append(page)
+        print("connected", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
+        await asyncio.sleep(1.0)  # the last coalesced board updates
+        states = [await page.evaluate(BOARD_STATE) for page in pages]
+        await browser.close()
+    return states
+
+
+def start_boards(base_url: str, tokens: list[str]) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, __file__, "--boards-for", base_url], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    process.stdin.write(json.dumps(tokens) + "\n")
+    process.stdin.flush()
+    return process
 
 
 def place_realistic_call(sim, rng: random.Random, managers: int, contacts: int) -> str:
@@ -323,8 +343,10 @@ async def realistic(args: argparse.Namespace) -> dict:
         index_seconds = time.perf_counter() - started
         process = start_clients(base_url, cookies, args.seconds)
         await wait_connected(process)
-        browser, pages = await open_boards(base_url, heads)
+        boards = start_boards(base_url, heads)
+        await wait_connected(boards)
         gc.callbacks.append(pauses)
+        heap = {"frozen": gc.get_freeze_count(), "tracked_not_frozen": len(gc.get_objects())}
         rng = random.Random(2)
         mix: dict[str, int] = {}
 
@@ -339,16 +361,11 @@ async def realistic(args: argparse.Namespace) -> dict:
         result = await finish(process)
         gc.callbacks.remove(pauses)
         caller.cancel()
-        await asyncio.sleep(1.0)  # the last coalesced board updates
-        boards = [await page.evaluate("""() => ({marker: document.querySelector('#missed-table tbody')
-                    .dataset.benchMarker || null, rows: document.querySelectorAll('#missed-table tr[data-row]')
-                    .length, updated: Number(document.body.dataset.liveRows || 0)})""") for page in pages]
-        playwright, chromium = browser
-        await chromium.close()
-        await playwright.stop()
+        board_states = await finish(boards)
         await runner.cleanup()
         await sim.stop()
-    return {**result, "gc": pauses.summary(), "mix": mix, "boards": boards, "index_seconds": index_seconds}
+    return {**result, "gc": {**pauses.summary(), **heap}, "mix": mix, "boards": board_states,
+            "index_seconds": index_seconds}
 
 
 def report_realistic(args: argparse.Namespace, base: dict, ours: dict) -> None:
@@ -374,7 +391,12 @@ def main() -> None:
     parser.add_argument("--missed", type=int, default=20_000, help="missed callers already on the board")
     parser.add_argument("--heads", type=int, default=2, help="heads with the missed board open in Chromium")
     parser.add_argument("--clients-for", help=argparse.SUPPRESS)
+    parser.add_argument("--boards-for", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.boards_for:
+        tokens = json.loads(sys.stdin.readline())
+        print(json.dumps(asyncio.run(run_boards(args.boards_for, tokens))), flush=True)
+        return
     if args.clients_for:
         cookies = json.loads(sys.stdin.readline())
         print(json.dumps(asyncio.run(run_clients(args.clients_for, cookies, args.seconds))), flush=True)

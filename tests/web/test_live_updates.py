@@ -162,3 +162,23 @@ async def test_the_board_updates_row_by_row_while_calls_are_missed(live):
         assert await page.evaluate("window.__notReloaded === true && !!document.getElementById('test-marker')")
         assert await page.evaluate("Number(document.body.dataset.liveRows)") >= 4
         await browser.close()
+
+
+async def test_start_up_and_the_routing_index_are_frozen_out_of_the_collector(client, conn, factory):
+    import gc
+
+    from web.memory import WATCH_EVERY
+
+    await factory.contact("Frozen Client", phones=["+74951112233"])
+    router = client.server.app[keys.ROUTER]
+    assert gc.get_freeze_count() > 0  # start-up's objects
+    for _ in range(100):
+        if router.index is not None and router.index.ready:
+            break
+        await asyncio.sleep(0.05)
+    assert router.index is not None and router.index.ready
+    await asyncio.sleep(WATCH_EVERY * 2)
+    loaded = router.index._by_suffix  # built by the load, after start-up's freeze
+    assert loaded and gc.is_tracked(loaded)
+    # gc.get_objects() walks the generations a collection scans; the permanent one is not among them.
+    assert not any(o is loaded for o in gc.get_objects())

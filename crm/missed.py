@@ -294,3 +294,14 @@ async def figures(conn: asyncpg.Connection, viewer: User, now: datetime, window:
         per_line=[(r["line"], r["n"]) for r in await conn.fetch(MISSED_PER_LINE, since, scope)],
         per_manager=[(r["manager"], r["n"]) for r in await conn.fetch(MISSED_PER_MANAGER, since, scope)],
     )
+
+
+# The board's live delta: the rows a change touched, in the viewer's scope (filters are the page's, in web/).
+GET_ROWS = _ROW_SELECT + """WHERE m.id = ANY($1::bigint[])
+  AND ($2::bigint IS NULL OR m.manager_id = $2 OR m.manager_id IS NULL)
+ORDER BY m.state = 'resolved', m.last_missed_at DESC, m.id DESC
+"""
+
+
+async def get_rows(conn: asyncpg.Connection, viewer: User, row_ids: list[int]) -> list[MissedRow]:
+    return [_row(r) for r in await conn.fetch(GET_ROWS, row_ids, _scope(viewer))]

@@ -20,7 +20,11 @@
     indicator.textContent = on ? _('live') : _('reconnecting…');
     indicator.className = on ? 'live on' : 'live';
   };
-  socket.on('connect', () => setLive(true));
+  socket.on('connect', () => {
+    setLive(true);
+    // Pages with live rows say what they show again on every (re)connection: rooms go with the old socket.
+    document.dispatchEvent(new CustomEvent('callboard:connected'));
+  });
   socket.on('disconnect', () => setLive(false));
   socket.on('connect_error', () => setLive(false));
 
@@ -166,7 +170,7 @@
 
   // Lists that follow calls ("My calls", the missed board) reload their table body in place.
   socket.on('call_logged', () => document.dispatchEvent(new CustomEvent('callboard:call-logged')));
-  socket.on('missed_changed', () => document.dispatchEvent(new CustomEvent('callboard:missed-changed')));
+  socket.on('missed_changed', (m) => document.dispatchEvent(new CustomEvent('callboard:missed-changed', {detail: m})));
   socket.on('task', (t) => {
     document.dispatchEvent(new CustomEvent('callboard:task', {detail: t}));
     const box = document.getElementById('toast');
@@ -177,9 +181,30 @@
   });
   window.callboardSocket = socket;
 
-  // Lists that follow live events re-fetch their own page and swap the named parts in place
-  // (same filters, scroll position kept), never reloading the page.
-  window.callboardRefresh = async (selectors) => {
+  // Calls a function at most once per `wait` ms however often it is asked: the first ask waits `wait`
+  // (a burst of events is one call), one call runs at a time, and asks while it runs make one more call.
+  window.callboardCoalesce = (wait, run) => {
+    let timer = null, running = false, again = false;
+    const fire = async () => {
+      timer = null;
+      running = true;
+      try { await run(); } catch (e) { /* the next event tries again */ }
+      running = false;
+      if (again) { again = false; schedule(); }
+    };
+    const schedule = () => {
+      if (running) { again = true; return; }
+      if (timer === null) timer = setTimeout(fire, wait);
+    };
+    return schedule;
+  };
+
+  // Lists without a delta endpoint re-fetch their own page and swap the named parts in place
+  // (same filters, scroll position kept), never reloading the page; coalesced, so a burst of events
+  // costs the server one render per REFRESH_WAIT, not one per event.
+  const REFRESH_WAIT = 2000;
+  const refreshers = new Map();
+  const refresh = async (selectors) => {
     const resp = await fetch(location.href, {credentials: 'same-origin'});
     if (!resp.ok) return;
     const fresh = new DOMParser().parseFromString(await resp.text(), 'text/html');
@@ -187,5 +212,10 @@
       const next = fresh.querySelector(selector), current = document.querySelector(selector);
       if (next && current) current.replaceWith(next);
     }
+  };
+  window.callboardRefresh = (selectors) => {
+    const key = selectors.join('|');
+    if (!refreshers.has(key)) refreshers.set(key, window.callboardCoalesce(REFRESH_WAIT, () => refresh(selectors)));
+    refreshers.get(key)();
   };
 })();

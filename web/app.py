@@ -19,6 +19,7 @@ from web import (
     keys,
     leads,
     mailserver,
+    memory,
     missed,
     money,
     pages,
@@ -81,5 +82,6 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)
     routing.setup(app)  # after telephony: the router reads the agents' states
+    memory.setup(app)  # last: freezes what start-up and the routing index loaded
     app.router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
     return app

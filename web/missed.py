@@ -97,6 +97,42 @@ async def board_page(request: web.Request) -> web.Response:
                   next_url=next_url(request, page))
 
 
+LIVE_ROWS_MAX = 200  # ids in one live request: the client coalesces, a burst never asks for more
+
+
+def _row_ids(request: web.Request) -> list[int]:
+    raw = [part for part in request.query.get("ids", "").split(",") if part]
+    if not raw or len(raw) > LIVE_ROWS_MAX or not all(part.isdigit() and len(part) < 19 for part in raw):
+        raise errors.ValidationError("ids", f"1 to {LIVE_ROWS_MAX} row ids, comma-separated")
+    return sorted({int(part) for part in raw})
+
+
+def _shown(row: MissedRow, manager: int | None, line: str | None, state: str | None, since: datetime) -> bool:
+    """Would the page's list (same filters) show this row? Mirrors the list query's WHERE."""
+    return ((manager is None or row.manager_id == manager) and (line is None or row.line == line)
+            and (state is None or row.state == state) and (row.state != "resolved" or row.last_missed_at >= since))
+
+
+async def live_rows(request: web.Request) -> web.Response:
+    """The board's live delta: the figures and the changed rows the page still shows (with its filters),
+    rendered with the page's own row markup; a requested row left out is gone from the page."""
+    user = current_user(request)
+    manager, line, state = _filters(request)
+    if state is not None and state not in missed_db.STATES:
+        raise errors.ValidationError("state", f"one of {', '.join(missed_db.STATES)}")
+    row_ids = _row_ids(request)
+    settings = request.app[keys.SETTINGS]
+    now = datetime.now(UTC)
+    async with request.app[keys.POOL].acquire() as conn:
+        rows = await missed_db.get_rows(conn, user, row_ids)
+        figures = await missed_db.figures(conn, user, now, _window(request), settings.timezone)
+        managers = ([u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+                    if user.sees_everything else [])
+    rows = [r for r in rows if _shown(r, manager, line, state, now - _window(request))]
+    return render(request, "_missed_live.html", rows=rows, figures=figures, now=now, managers=managers,
+                  resolutions=missed_db.MANUAL_RESOLUTIONS, window_days=settings.missed_window_days)
+
+
 async def board_action(request: web.Request) -> web.Response:
     form = await request.post()
     row_id = int(request.match_info["row_id"])
@@ -116,6 +152,7 @@ async def board_action(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/missed", board_page)
+    app.router.add_get("/missed/live", live_rows)
     app.router.add_post("/missed/{row_id:\\d+}/{action:resolve|assign}", board_action)
     app.router.add_get("/api/missed", list_api)
     app.router.add_post("/api/missed/{row_id:\\d+}/resolve", resolve_api)

@@ -3,6 +3,7 @@ turns call events into screen-pops and live updates. The only code that talks to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -33,7 +34,12 @@ from web.sockets import session_room
 logger = logging.getLogger(__name__)
 
 BOARD_ROOM = "board"
-MANAGERS_ROOM = "managers"  # unassigned missed callers are everyone's to see
+# Unassigned missed callers are every manager's to see, but only a manager with the board open needs
+# to hear of them: the page joins this room ("watch"), so a missed call is not sent to every socket.
+MISSED_WATCH_ROOM = "missed-watch"
+# Board changes within this window go out as one small event per room (the changed row ids):
+# a burst of missed calls is one delta for the board, not one page refresh per call.
+MISSED_COALESCE = 0.25
 
 
 def user_room(user_id: int) -> str:
@@ -66,24 +72,33 @@ def register_handlers(sio: socketio.AsyncServer, app: web.Application) -> None:
         await sio.enter_room(sid, user_room(user.id))
         if user.extension:
             await sio.enter_room(sid, extension_room(user.extension))
-        await sio.enter_room(sid, MANAGERS_ROOM)
         if user.sees_everything:
             await sio.enter_room(sid, BOARD_ROOM)
             telephony = app.get(keys.TELEPHONY)
             if telephony is not None:
                 await sio.emit("agent_states", telephony.agent_states(), to=sid)
 
+    async def watch(sid: str, page: Any = None) -> None:
+        """A page with live rows says what it shows; heads hear of every row in the board room already."""
+        session = await sio.get_session(sid)
+        if page == "missed" and session.get("role") not in ("head", "admin"):
+            await sio.enter_room(sid, MISSED_WATCH_ROOM)
+
     sio.on("connect", connect)
+    sio.on("watch", watch)
 
 
 class SocketNotifier:
     """Implements cti.pipeline.CallNotifier: one method per event, emits to the right rooms only.
     Runs no SQL: the caller's card comes from the pipeline."""
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, coalesce: float = MISSED_COALESCE) -> None:
         self.sio = sio
+        self.coalesce = coalesce
         # Which extensions got a popup for which call, so updates reach exactly them.
         self.popped: dict[tuple[str, str], set[str]] = {}
+        self._missed: dict[str, dict[int, str]] = {}  # room → changed row id → latest kind, not yet sent
+        self._flusher: asyncio.Task | None = None
 
     # ------------------------------------------------------------ call events
 
@@ -124,12 +139,9 @@ class SocketNotifier:
         await self.sio.emit("task", {"text": event.text, "lead_id": event.lead_id}, room=BOARD_ROOM)
 
     async def missed_changed(self, event: MissedUpdate) -> None:
-        body = {"row_id": event.row_id, "kind": event.kind}
-        await self.sio.emit("missed_changed", body, room=BOARD_ROOM)
-        if event.manager_id is not None:
-            await self.sio.emit("missed_changed", body, room=user_room(event.manager_id))
-        else:
-            await self.sio.emit("missed_changed", body, room=MANAGERS_ROOM)
+        """Only noted here; the coalesced room emits leave from their own task (see _flush_missed)."""
+        self._note_missed(BOARD_ROOM, event)
+        self._note_missed(user_room(event.manager_id) if event.manager_id is not None else MISSED_WATCH_ROOM, event)
         if event.task_assignee_id is not None:
             await self.sio.emit("task", {"row_id": event.row_id, "text": "New callback task"},
                                 room=user_room(event.task_assignee_id))
@@ -161,6 +173,28 @@ class SocketNotifier:
             await self.agent_state(event)
         else:
             logger.debug("no live push for %s", type(event).__name__)
+
+    def _note_missed(self, room: str, event: MissedUpdate) -> None:
+        self._missed.setdefault(room, {})[event.row_id] = event.kind
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_missed(), name="missed-board-flush")
+
+    async def _flush_missed(self) -> None:
+        """One emit per room for every board change of the window: {"rows": [{"row_id", "kind"}, …]}."""
+        await asyncio.sleep(self.coalesce)
+        pending, self._missed, self._flusher = self._missed, {}, None
+        for room, rows in pending.items():
+            body = {"rows": [{"row_id": row_id, "kind": kind} for row_id, kind in rows.items()]}
+            try:
+                await self.sio.emit("missed_changed", body, room=room)
+            except Exception:
+                logger.exception("missed-board update to %s not sent", room)
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
 
     async def _update_popped(self, pbx: str, call_id: str, body: dict[str, Any]) -> None:
         for extension in self.popped.get((pbx, call_id), ()):
@@ -194,6 +228,11 @@ def popup_payload(event: AgentRinging, card: CallerCard) -> dict[str, Any]:
 def setup(app: web.Application) -> None:
     sio = create_sio(app[keys.SETTINGS])
     app[keys.SIO] = sio
-    app[keys.NOTIFIER] = SocketNotifier(sio)
+    notifier = app[keys.NOTIFIER] = SocketNotifier(sio)
     register_handlers(sio, app)
+
+    async def close_notifier(app: web.Application) -> None:
+        await notifier.close()
+
+    app.on_cleanup.append(close_notifier)
     sio.attach(app)

@@ -51,7 +51,7 @@ async def test_three_missed_calls_from_one_number_are_one_row_and_a_callback_res
         assert (row["state"], row["resolution"], row["resolved_by"]) == ("resolved", "reached_outbound",
                                                                            "Manager One")
         assert row["seconds_to_callback"] >= 0
-        await head.wait_for("missed_changed", lambda e: e["kind"] == "resolved")
+        await head.wait_for("missed_changed", lambda e: {"row_id": row["id"], "kind": "resolved"} in e["rows"])
     finally:
         await http.close()
         await head.close()

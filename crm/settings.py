@@ -81,6 +81,9 @@ class Settings:
     cdr_timezone: str | None = None  # the zone Asterisk writes CDR times in; default: `timezone`
     language: str = "ru"  # pages for a reader with no choice of their own and no Accept-Language we speak
     currency: str = "RUB"  # ISO 4217; amounts are shown in it
+    # VAT on documents until an admin saves the requisites page (then the database's values count).
+    vat_rate: str = "22"
+    prices_include_vat: bool = True
 
     @property
     def recordings_path(self) -> Path:
@@ -259,6 +262,15 @@ def _parse_currency(value: str) -> str:
     return code
 
 
+def _parse_vat_rate(value: str) -> str:
+    from crm.requisites import VAT_RATES
+
+    rate = value.strip().lower().removesuffix("%").strip()
+    if rate not in VAT_RATES:
+        raise ValueError(f"unknown VAT rate {value!r} (use one of {', '.join(VAT_RATES)})")
+    return rate
+
+
 # (setting name, environment variable, TOML key, parser)
 _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("database_url", "DATABASE_URL", "database_url", _parse_db_url),
@@ -303,6 +315,8 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("cdr_timezone", "CALLBOARD_CDR_TIMEZONE", "cdr_timezone", _parse_timezone),
     ("language", "CALLBOARD_LANGUAGE", "language", _parse_language),
     ("currency", "CALLBOARD_CURRENCY", "currency", _parse_currency),
+    ("vat_rate", "CALLBOARD_VAT_RATE", "vat_rate", _parse_vat_rate),
+    ("prices_include_vat", "CALLBOARD_PRICES_INCLUDE_VAT", "prices_include_vat", _parse_bool),
 )
 
 

@@ -160,12 +160,14 @@ def account_key_ok(account: str, prefix: str) -> bool:
 
 
 def check_settlement_account(account: str, bic: str) -> None:
-    """A settlement account is keyed with the BIC's last 3 digits (a Bank of Russia office's: "0" + digits 5-6)."""
+    """A settlement account is keyed with the BIC's last 3 digits; at a Bank of Russia office (a BIC ending
+    000-002) with "0" and the BIC's digits 5-6."""
     if not re.fullmatch(r"\d{20}", account):
         raise ValidationError("settlement_account", ACCOUNT_LENGTH)
     if not bic:
         raise ValidationError("settlement_account", ACCOUNT_NEEDS_BIC)
-    if not (account_key_ok(account, bic[-3:]) or account_key_ok(account, "0" + bic[4:6])):
+    prefix = "0" + bic[4:6] if bic[-3:] in ("000", "001", "002") else bic[-3:]
+    if not account_key_ok(account, prefix):
         raise ValidationError("settlement_account", ACCOUNT_KEY)
 
 

@@ -13,7 +13,9 @@ from web import (
     admin,
     api,
     auth,
+    company,
     deals,
+    documents,
     health,
     i18n,
     keys,
@@ -71,6 +73,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     missed.setup(app)
     mailserver.setup(app)
     deals.setup(app)
+    documents.setup(app)
+    company.setup(app)
     admin.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier

@@ -219,8 +219,9 @@ class _Pdf(FPDF):
         self.ln(2)
         self.text(self._("Items: %(count)s, to the sum of %(amount)s") % {
             "count": len(context.lines), "amount": self.money(vat.gross)}, 9)
-        if context.currency == "RUB" and self.reader.language == "ru":
-            self.text(roubles_in_words(vat.gross), 9, bold=True)
+        words = amount_in_words(context, self.reader.language)
+        if words:
+            self.text(words, 9, bold=True)
         self.ln(3)
 
     def manager_block(self, context: DocumentContext) -> None:
@@ -260,6 +261,13 @@ class _Pdf(FPDF):
             row = t.row()
             row.cell(seller.legal_name + "\n" + self._("Payee"))
         self.ln(4)
+
+
+def amount_in_words(context: DocumentContext, language: str) -> str | None:
+    """The sum to pay in words: Russian documents in roubles carry it; others do not."""
+    if context.currency != "RUB" or language != "ru":
+        return None
+    return roubles_in_words(context.vat.gross)
 
 
 def seller_lines(seller: Requisites, reader: Reader) -> list[str]:

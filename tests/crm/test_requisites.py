@@ -159,3 +159,13 @@ async def test_two_saves_from_the_same_page_at_once_give_one_save(pool, factory)
     async with pool.acquire() as c:
         stored = await requisites.get_requisites(c, BLANK)
     assert stored.version == 1 and stored == next(r for r in results if isinstance(r, Requisites))
+
+
+def test_vat_settings_name_themselves_when_wrong():
+    from crm.settings import SettingsError, load_settings
+
+    loaded = load_settings(env={"CALLBOARD_VAT_RATE": "20 %", "CALLBOARD_PRICES_INCLUDE_VAT": "off"})
+    assert (loaded.vat_rate, loaded.prices_include_vat) == ("20", False)
+    assert load_settings(env={"CALLBOARD_VAT_RATE": "none"}).vat_rate == "none"
+    with pytest.raises(SettingsError, match="CALLBOARD_VAT_RATE: unknown VAT rate '18'"):
+        load_settings(env={"CALLBOARD_VAT_RATE": "18"})

@@ -81,8 +81,9 @@ class Settings:
     cdr_timezone: str | None = None  # the zone Asterisk writes CDR times in; default: `timezone`
     language: str = "ru"  # pages for a reader with no choice of their own and no Accept-Language we speak
     currency: str = "RUB"  # ISO 4217; amounts are shown in it
-    vat: str = "22"  # VAT percent on invoices (22 in Russia from 2026), or "none" for a seller without VAT
-    prices_include_vat: bool = True  # prices of products and deal items include VAT (it is taken out of them)
+    # VAT on documents until an admin saves the requisites page (then the database's values count).
+    vat_rate: str = "22"
+    prices_include_vat: bool = True
 
     @property
     def recordings_path(self) -> Path:
@@ -90,7 +91,8 @@ class Settings:
 
     @property
     def vat_percent(self) -> int | None:
-        return None if self.vat == "none" else int(self.vat)
+        """The VAT rate of the settings as a number (None: the seller works without VAT)."""
+        return None if self.vat_rate == "none" else int(self.vat_rate)
 
     @property
     def hours(self) -> WorkingHours:
@@ -265,13 +267,13 @@ def _parse_currency(value: str) -> str:
     return code
 
 
-def _parse_vat(value: str) -> str:
-    text = str(value).strip().lower().rstrip("%")
-    if text in ("none", "no", "off", "без ндс"):
-        return "none"
-    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 99:
-        raise ValueError("a VAT percent such as 22, or none")
-    return str(int(text))
+def _parse_vat_rate(value: str) -> str:
+    from crm.requisites import VAT_RATES
+
+    rate = value.strip().lower().removesuffix("%").strip()
+    if rate not in VAT_RATES:
+        raise ValueError(f"unknown VAT rate {value!r} (use one of {', '.join(VAT_RATES)})")
+    return rate
 
 
 # (setting name, environment variable, TOML key, parser)
@@ -318,7 +320,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("cdr_timezone", "CALLBOARD_CDR_TIMEZONE", "cdr_timezone", _parse_timezone),
     ("language", "CALLBOARD_LANGUAGE", "language", _parse_language),
     ("currency", "CALLBOARD_CURRENCY", "currency", _parse_currency),
-    ("vat", "CALLBOARD_VAT", "vat", _parse_vat),
+    ("vat_rate", "CALLBOARD_VAT_RATE", "vat_rate", _parse_vat_rate),
     ("prices_include_vat", "CALLBOARD_PRICES_INCLUDE_VAT", "prices_include_vat", _parse_bool),
 )
 

@@ -13,7 +13,9 @@ from web import (
     admin,
     api,
     auth,
+    company,
     deals,
+    documents,
     health,
     i18n,
     keys,
@@ -77,6 +79,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     mailserver.setup(app)
     deals.setup(app)
     money.setup(app)
+    documents.setup(app)
+    company.setup(app)
     admin.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier

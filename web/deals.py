@@ -13,6 +13,7 @@ from aiohttp import web
 from crm import calls as calls_db
 from crm import contracts as contracts_db
 from crm import deals as deals_db
+from crm import documents as documents_db
 from crm import errors, paging, stock
 from crm import invoices as invoices_db
 from crm import mail as mail_db
@@ -20,9 +21,10 @@ from crm import missed as missed_db
 from crm import tasks as tasks_db
 from crm.deals import Deal, DealItem
 from crm.stock import Balance
-from web import keys
+from web import documents, keys
 from web.api import read_json
 from web.auth import current_user, require_role
+from web.i18n import request_reader
 from web.jobs import periodic_job
 from web.pages import render
 from web.paging import next_url, page_args, page_json
@@ -263,8 +265,10 @@ async def deal_page(request: web.Request) -> web.Response:
                  "company_contracts": await contracts_db.list_contracts(conn, user, deal.company_id)
                  if deal.company_id else [],
                  "deal_invoices": await invoices_db.list_invoices(conn, user, deal_id=deal.id)}
+        attached = await documents_db.list_documents(conn, deal.id)
     return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
-                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders, **money)
+                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders,
+                  documents=attached, **money)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:
@@ -280,13 +284,14 @@ async def deal_action_form(request: web.Request) -> web.Response:
 
 
 async def offer_page(request: web.Request) -> web.Response:
+    """The offer as a printable page; /deals/{id}/offer.pdf is the same offer as a PDF (web/documents.py)."""
     user = current_user(request)
-    settings = request.app[keys.SETTINGS]
     async with request.app[keys.POOL].acquire() as conn:
-        deal = await deals_db.get_deal(conn, user, path_id(request, "deal_id"))
-        items = await deals_db.list_items(conn, deal.id)
-    return render(request, "offer.html", deal=deal, items=items, today=_now(),
-                  company_name=settings.company_name, company_details=settings.company_details)
+        doc = await documents.deal_context(conn, request.app[keys.SETTINGS], user, path_id(request, "deal_id"),
+                                           _now())
+    reader = request_reader(request)
+    return render(request, "offer.html", doc=doc, seller_lines=documents.seller_lines(doc.seller, reader),
+                  words=documents.amount_in_words(doc, reader.language))
 
 
 async def stock_page(request: web.Request) -> web.Response:

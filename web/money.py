@@ -15,19 +15,24 @@ from aiohttp import BodyPartReader, web
 
 from crm import contacts as contacts_db
 from crm import contracts as contracts_db
+from crm import documents as documents_db
 from crm import errors
 from crm import invoices as invoices_db
 from crm import payments as payments_db
 from crm import receivables as receivables_db
+from crm import requisites as requisites_db
 from crm.bankstatement import parse_statement
 from crm.contracts import Contract
 from crm.invoices import Invoice
 from crm.payments import ImportSummary, Payment
+from crm.requisites import VatTotals
 from web import keys
 from web.api import read_json
 from web.auth import CSRF_HEADER, current_user, require_role
 from web.deals import int_field, text_field
+from web.documents import DocumentContext, Line, make_pdf, pdf_response, seller_lines
 from web.errors import path_id
+from web.i18n import request_reader
 from web.jobs import periodic_job
 from web.render import render
 
@@ -387,14 +392,38 @@ async def invoice_page(request: web.Request) -> web.Response:
 
 
 async def invoice_document(request: web.Request, invoice_id: int) -> dict[str, Any]:
-    """The invoice's document context with the seller; the reader must be allowed to see the invoice.
-    The seller's requisites are the settings' name and details until crm/requisites.py replaces them."""
+    """The invoice's document context with the seller's stored requisites; the reader must be allowed
+    to see the invoice."""
     settings = request.app[keys.SETTINGS]
     async with request.app[keys.POOL].acquire() as conn:
         await invoices_db.get_invoice(conn, current_user(request), invoice_id)
         document = await invoices_db.invoice_document(conn, invoice_id)
-    document["seller"] = {"name": settings.company_name, "details": settings.company_details}
+        seller = await requisites_db.get_requisites(conn, requisites_db.from_settings(settings))
+        document["client"] = await documents_db.get_client(conn, document["invoice"].deal_id)
+    document["seller"] = {"name": seller.legal_name or settings.company_name,
+                          "details": "\n".join(seller_lines(seller, request_reader(request))),
+                          "requisites": seller}
     return document
+
+
+async def invoice_pdf(request: web.Request) -> web.Response:
+    """The invoice as a PDF: the same machinery, requisites and words as the commercial offer."""
+    reader = request_reader(request)
+    settings = request.app[keys.SETTINGS]
+    document = await invoice_document(request, path_id(request, "invoice_id"))
+    invoice: Invoice = document["invoice"]
+    rate = "none" if invoice.vat_percent is None else str(invoice.vat_percent)
+    context = DocumentContext(
+        number=f"{invoice.number}", day=invoice.issued_on, seller=document["seller"]["requisites"],
+        client=document["client"], subject=invoice.deal_title,
+        lines=tuple(Line(i.name, i.sku, i.quantity, i.unit, i.price) for i in document["items"]),
+        # The totals the invoice was issued with (VAT rate and inclusion frozen on the invoice).
+        vat=VatTotals(rate, invoice.prices_include_vat, invoice.net, invoice.vat, invoice.total),
+        manager_name=invoice.manager_name or "", manager_extension=None, valid_until=invoice.due_on,
+        timezone=settings.timezone, currency=settings.currency)
+    pdf = await make_pdf("invoice", context, reader.language)
+    return pdf_response(pdf, f"{reader.gettext('Invoice for payment')} {invoice.number}.pdf",
+                        download="inline" not in request.query)
 
 
 async def invoice_print(request: web.Request) -> web.Response:
@@ -470,6 +499,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/invoices", invoices_page)
     r.add_get("/invoices/{invoice_id:\\d+}", invoice_page)
     r.add_get("/invoices/{invoice_id:\\d+}/print", invoice_print)
+    r.add_get("/invoices/{invoice_id:\\d+}/pdf", invoice_pdf)
     r.add_post("/invoices/{invoice_id:\\d+}/cancel", cancel_form)
     r.add_get("/payments", payments_page)
     r.add_post("/payments/import", import_form)

@@ -2,8 +2,10 @@
 hand, receivables; roles; bad input answers 4xx."""
 
 import asyncio
+import io
 
 import aiohttp
+import pypdf
 import pytest
 
 from crm import invoices as invoices_db
@@ -68,6 +70,13 @@ async def test_invoice_from_a_deal_paid_partly_by_an_uploaded_statement(client, 
                  "Подшипник 6204-2RS", "RUB12,200.00", "Including VAT (22%):", "RUB2,200.00", '/static/invoice.css'):
         assert text in page, text
     assert "style=" not in page and "<script>" not in page
+    # The same invoice as a PDF: text that can be searched and copied, in Cyrillic, with the amount in words.
+    pdf = await client.get(f"/invoices/{invoice['id']}/pdf", headers={"Accept-Language": "ru"})
+    assert pdf.status == 200 and pdf.content_type == "application/pdf"
+    text = "".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(await pdf.read())).pages)
+    text = " ".join(text.split())
+    for piece in ("ООО «Ромашка»", "Подшипник 6204-2RS", "12 200,00", "Двенадцать тысяч двести рублей 00 копеек"):
+        assert piece in text, (piece, text[:600])
     deal_page = await (await client.get(f"/deals/{deal['id']}")).text()
     assert f'href="/invoices/{invoice["id"]}"' in deal_page and "П-17/2026" in deal_page
     # Managers do not import statements; the head does.

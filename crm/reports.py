@@ -508,7 +508,7 @@ CALL_METRICS: dict[str, tuple[str, str]] = {
     "outbound": ("c.direction = 'outbound'", "own"),
     "outbound_reached": ("c.direction = 'outbound' AND c.outcome = 'answered'", "own"),
     "answered": ("c.direction = 'inbound' AND c.outcome = 'answered'", "offered"),
-    "answered_in_time": ("c.direction = 'inbound' AND c.outcome = 'answered' AND c.ring_seconds <= $9", "offered"),
+    "answered_in_time": ("c.direction = 'inbound' AND c.outcome = 'answered' AND c.ring_seconds <= $8", "offered"),
     "abandoned": ("c.direction = 'inbound' AND c.outcome = 'abandoned'", "offered"),
     "missed": ("c.direction = 'inbound' AND c.outcome IN ('missed', 'busy')", "offered"),
     "failed": ("c.direction = 'inbound' AND c.outcome = 'failed'", "offered"),
@@ -516,7 +516,7 @@ CALL_METRICS: dict[str, tuple[str, str]] = {
 }
 _CALL_SCOPES = {
     "own": "($5::bigint IS NULL OR c.user_id = $5)",
-    "offered": "($6::text IS NULL OR c.answered_by = $6 OR $6 = ANY(c.agents_rang))",
+    "offered": "($5::text IS NULL OR c.answered_by = $5 OR $5 = ANY(c.agents_rang))",
 }
 _DRILL_CALLS = """
 SELECT c.id, c.started_at, c.direction, c.caller, c.callee, c.queue, c.outcome, c.answered_by,
@@ -524,9 +524,9 @@ SELECT c.id, c.started_at, c.direction, c.caller, c.callee, c.queue, c.outcome, 
 FROM calls c LEFT JOIN users u ON u.id = c.user_id
 WHERE c.started_at >= $1 AND c.started_at < $2
   AND ($3::text IS NULL OR (c.direction = 'inbound' AND c.callee = $3)) AND ($4::text IS NULL OR c.queue = $4)
-  AND ($7::date IS NULL OR (c.started_at AT TIME ZONE $10)::date = $7)
-  AND ($8::int IS NULL OR extract(hour FROM c.started_at AT TIME ZONE $10) = $8)
-  AND {metric} AND {scope} AND $9::int IS NOT NULL
+  AND ($6::date IS NULL OR (c.started_at AT TIME ZONE $9)::date = $6)
+  AND ($7::int IS NULL OR extract(hour FROM c.started_at AT TIME ZONE $9) = $7)
+  AND {metric} AND {scope} AND $8::int IS NOT NULL
 ORDER BY c.started_at DESC, c.id DESC LIMIT {limit}
 """
 DRILL_CALLS = {name: _DRILL_CALLS.format(metric=cond, scope=_CALL_SCOPES[scope], limit=MAX_ROWS)
@@ -576,8 +576,10 @@ def _metric(table: dict[str, str], metric: str) -> str:
 async def drill_calls(conn: asyncpg.Connection, period: Period, filters: Filters, metric: str,
                       day: date | None = None, hour: int | None = None, threshold: int = 20) -> list[dict]:
     sql = _metric(DRILL_CALLS, metric)
-    rows = await conn.fetch(sql, period.start, period.end, filters.line, filters.queue, filters.manager_id,
-                            await _extension(conn, filters.manager_id), day, hour, threshold, period.timezone)
+    # "own" metrics select a manager's calls by user, "offered" ones by the extension that rang.
+    who = filters.manager_id if CALL_METRICS[metric][1] == "own" else await _extension(conn, filters.manager_id)
+    rows = await conn.fetch(sql, period.start, period.end, filters.line, filters.queue, who, day, hour, threshold,
+                            period.timezone)
     return [dict(r) for r in rows]
 
 

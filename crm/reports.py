@@ -526,6 +526,7 @@ WHERE c.started_at >= $1 AND c.started_at < $2
   AND ($3::text IS NULL OR (c.direction = 'inbound' AND c.callee = $3)) AND ($4::text IS NULL OR c.queue = $4)
   AND ($6::date IS NULL OR (c.started_at AT TIME ZONE $9)::date = $6)
   AND ($7::int IS NULL OR extract(hour FROM c.started_at AT TIME ZONE $9) = $7)
+  AND ($10::int IS NULL OR extract(isodow FROM c.started_at AT TIME ZONE $9) = $10)
   AND {metric} AND {scope} AND $8::int IS NOT NULL
 ORDER BY c.started_at DESC, c.id DESC LIMIT {limit}
 """
@@ -574,12 +575,13 @@ def _metric(table: dict[str, str], metric: str) -> str:
 
 
 async def drill_calls(conn: asyncpg.Connection, period: Period, filters: Filters, metric: str,
-                      day: date | None = None, hour: int | None = None, threshold: int = 20) -> list[dict]:
+                      day: date | None = None, hour: int | None = None, threshold: int = 20,
+                      weekday: int | None = None) -> list[dict]:
     sql = _metric(DRILL_CALLS, metric)
     # "own" metrics select a manager's calls by user, "offered" ones by the extension that rang.
     who = filters.manager_id if CALL_METRICS[metric][1] == "own" else await _extension(conn, filters.manager_id)
     rows = await conn.fetch(sql, period.start, period.end, filters.line, filters.queue, who, day, hour, threshold,
-                            period.timezone)
+                            period.timezone, weekday)
     return [dict(r) for r in rows]
 
 

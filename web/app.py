@@ -23,6 +23,7 @@ from web import (
     pages,
     realtime,
     recordings,
+    reports,
     routing,
     sockets,
     telephony,
@@ -74,6 +75,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     admin.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
+    reports.setup(app)  # after realtime: the wallboard's socket event
     telephony.setup(app)
     routing.setup(app)  # after telephony: the router reads the agents' states
     app.router.add_static("/static/", STATIC_DIR, name="static", append_version=True)

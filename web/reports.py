@@ -34,6 +34,16 @@ REPORTS = ("managers", "funnel", "sources", "service", "segments")
 TITLES = {"managers": N_("Managers"), "funnel": N_("Funnel"), "sources": N_("Sources"),
           "service": N_("Service level"), "segments": N_("ABC/XYZ clients")}
 DRILLS = ("calls", "deals", "leads")
+# The heading of a drill-down page: which number's rows these are.
+METRIC_TITLES = {
+    "offered": N_("calls offered"), "unanswered": N_("calls not answered"), "inbound_answered": N_("answered"),
+    "outbound": N_("outbound calls"), "outbound_reached": N_("outbound calls with an answer"),
+    "answered": N_("answered"), "answered_in_time": N_("answered in time"), "abandoned": N_("abandoned"),
+    "missed": N_("missed"), "failed": N_("failed"), "unknown": N_("unknown"), "deals_created": N_("new deals"),
+    "deals_won": N_("won"), "deals_lost": N_("lost"), "entered": N_("entered the stage"),
+    "stuck": N_("stuck at the stage"), "loss_reason": N_("lost for the reason"), "leads": N_("leads"),
+    "leads_converted": N_("converted leads"),
+}
 FORMATS = ("html", "json", "csv", "xlsx")
 WALLBOARD_ROOM = "wallboard"
 WALLBOARD_TICK = 1.0  # seconds between looks at the figures; changes go out at most this often, as deltas
@@ -401,7 +411,7 @@ async def drill_page(request: web.Request) -> web.StreamResponse:
                       rows)
         return await export(request, kind, query, [sheet])
     return render(request, "reports_drill.html", kind=kind, rows=rows, query=query, reports=REPORTS, titles=TITLES,
-                  metric=request.query.get("metric", ""), limit=reports_db.MAX_ROWS,
+                  metric=METRIC_TITLES.get(request.query.get("metric", ""), ""), limit=reports_db.MAX_ROWS,
                   export_link=lambda fmt: _link(query, request.path, format=fmt, metric=request.query.get("metric"),
                                                 stage=request.query.get("stage"), reason=request.query.get("reason"),
                                                 day=request.query.get("day"), hour=request.query.get("hour"),

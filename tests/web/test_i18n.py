@@ -147,7 +147,9 @@ _ENGLISH = re.compile(r"\b(" + "|".join(re.escape(w) for w in ENGLISH_UI_WORDS) 
 PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=open", "/leads", "/leads?status=new",
          "/deals", "/deals?status=won", "/contacts", "/contacts?q=495", "/contacts?q=nobody", "/companies",
          "/contacts/new", "/companies/new", "/stock", "/password", "/contacts/1", "/companies/1", "/contacts/1/edit",
-         "/deals/1", "/deals/1/offer", "/contacts/999999"]
+         "/deals/1", "/deals/1/offer", "/contacts/999999", "/reports/managers", "/reports/funnel", "/reports/sources",
+         "/reports/service", "/reports/segments", "/reports/calls?metric=offered", "/reports/deals?metric=deals_won",
+         "/reports/leads?metric=leads", "/wallboard"]
 
 
 async def seed_russian_day(conn, settings):

@@ -241,19 +241,18 @@ count(*) FILTER (WHERE c.outcome = 'failed') AS failed, count(*) FILTER (WHERE c
 count(*) FILTER (WHERE c.outcome = 'answered' AND c.ring_seconds <= $6) AS answered_in_time,
 avg(c.ring_seconds) AS avg_wait, max(c.ring_seconds) AS max_wait
 """
-SERVICE_BY_LINE = f"""
-SELECT c.callee AS line, coalesce(c.queue, '') AS queue, {_SERVICE_FIGURES}
-FROM calls c {_SERVICE_WHERE} GROUP BY 1, 2 ORDER BY offered DESC, 1, 2
+# One pass over the period's calls for the three breakdowns: per line and queue, per local day, per weekday × hour.
+SERVICE_ALL = f"""
+SELECT line, queue, day, weekday, hour, GROUPING(line, queue, day, weekday, hour) AS grouping, {_SERVICE_FIGURES}
+FROM (SELECT c.callee AS line, coalesce(c.queue, '') AS queue, (c.started_at AT TIME ZONE $7)::date AS day,
+             extract(isodow FROM c.started_at AT TIME ZONE $7)::int AS weekday,
+             extract(hour FROM c.started_at AT TIME ZONE $7)::int AS hour, c.outcome, c.ring_seconds
+      FROM calls c {_SERVICE_WHERE}) c
+GROUP BY GROUPING SETS ((line, queue), (day), (weekday, hour))
 """
-SERVICE_BY_DAY = f"""
-SELECT (c.started_at AT TIME ZONE $7)::date AS day, {_SERVICE_FIGURES}
-FROM calls c {_SERVICE_WHERE} GROUP BY 1 ORDER BY 1
-"""
-SERVICE_BY_HOUR = f"""
-SELECT extract(isodow FROM c.started_at AT TIME ZONE $7)::int AS weekday,
-       extract(hour FROM c.started_at AT TIME ZONE $7)::int AS hour, {_SERVICE_FIGURES}
-FROM calls c {_SERVICE_WHERE} GROUP BY 1, 2 ORDER BY 1, 2
-"""
+# GROUPING() bits (line, queue, day, weekday, hour), 1 = summed over: which breakdown a row belongs to.
+BY_LINE, BY_DAY, BY_HOUR = 0b00111, 0b11011, 0b11100
+_BREAKDOWN_KEYS = {BY_LINE: ("line", "queue"), BY_DAY: ("day",), BY_HOUR: ("weekday", "hour")}
 
 # ABC: clients (a company, else a contact) by the revenue of deals won in the period; A while the revenue of
 # those before them is under 80 % of the total, B under 95 %, C the rest.
@@ -423,9 +422,14 @@ async def service_report(conn: asyncpg.Connection, period: Period, filters: Filt
                          ) -> dict[str, Any]:
     args = (period.start, period.end, filters.line, filters.queue, await _extension(conn, filters.manager_id),
             threshold)
-    lines = [_service_row(r) for r in await conn.fetch(SERVICE_BY_LINE, *args)]
-    days = [_service_row(r) for r in await conn.fetch(SERVICE_BY_DAY, *args, period.timezone)]
-    hours = [_service_row(r) for r in await conn.fetch(SERVICE_BY_HOUR, *args, period.timezone)]
+    parts: dict[int, list[dict[str, Any]]] = {BY_LINE: [], BY_DAY: [], BY_HOUR: []}
+    for row in await conn.fetch(SERVICE_ALL, *args, period.timezone):
+        data = _service_row(row)
+        drop = {"line", "queue", "day", "weekday", "hour", "grouping"} - set(_BREAKDOWN_KEYS[row["grouping"]])
+        parts[row["grouping"]].append({k: v for k, v in data.items() if k not in drop})
+    lines = sorted(parts[BY_LINE], key=lambda r: (-r["offered"], r["line"], r["queue"]))
+    days = sorted(parts[BY_DAY], key=lambda r: r["day"])
+    hours = sorted(parts[BY_HOUR], key=lambda r: (r["weekday"], r["hour"]))
     total = {key: sum(r[key] for r in lines) for key in
              ("offered", "answered", "abandoned", "missed", "failed", "unknown", "answered_in_time")}
     total["service_level"] = _ratio(total["answered_in_time"], total["offered"] - total["unknown"])

@@ -20,6 +20,7 @@ from babel.dates import get_day_names
 
 from crm import errors
 from crm import reports as reports_db
+from crm import users as users_db
 from crm.leads import SOURCES
 from crm.reports import Filters, Period
 from web import keys
@@ -345,8 +346,6 @@ def _link(query: Query, path: str, **extra: Any) -> str:
 
 
 async def _managers(request: web.Request) -> list:
-    from crm import users as users_db
-
     async with request.app[keys.POOL].acquire() as conn:
         return [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
 

@@ -183,21 +183,6 @@ INSERT_STUCK_TASK = """
 INSERT INTO tasks (kind, title, assignee_id, due_at, deal_id) VALUES ('stuck_deal', $1, $2, $3, $4)
 """
 INSERT_NOTIFICATION = "INSERT INTO notifications (user_id, kind, text) VALUES ($1, $2, $3)"
-# Sales of illiquid stock this month: shipments against a manager's deals of a product that had not
-# gone out for `days` before that shipment.
-ILLIQUID_SALES = """
-SELECT d.manager_id, u.display_name AS manager, coalesce(sum(m.quantity * i.price), 0) AS amount,
-       count(*) AS shipments
-FROM stock_movements m
-JOIN deal_items i ON i.id = m.deal_item_id
-JOIN deals d ON d.id = i.deal_id
-LEFT JOIN users u ON u.id = d.manager_id
-WHERE m.kind = 'shipment' AND m.created_at >= $1 AND ($3::bigint IS NULL OR d.manager_id = $3)
-  AND NOT EXISTS (SELECT 1 FROM stock_movements prev WHERE prev.product_id = m.product_id
-                  AND prev.kind IN ('shipment', 'write_off') AND prev.created_at < m.created_at
-                  AND prev.created_at >= m.created_at - make_interval(days => $2))
-GROUP BY d.manager_id, u.display_name ORDER BY amount DESC
-"""
 
 
 def _deal(row: asyncpg.Record) -> Deal:
@@ -446,4 +431,4 @@ async def flag_stuck_deals(conn: asyncpg.Connection, now: datetime) -> list[dict
 
 async def illiquid_sales(conn: asyncpg.Connection, viewer: User, month_start: datetime, days: int = 180
                          ) -> list[dict]:
-    return [dict(r) for r in await conn.fetch(ILLIQUID_SALES, month_start, days, _scope(viewer))]
+    return await stock.illiquid_sales(conn, month_start, days, _scope(viewer))

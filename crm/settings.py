@@ -65,6 +65,7 @@ class Settings:
     working_days: str = "1-5"
     callback_minutes: int = 120
     missed_window_days: int = 7
+    service_level_seconds: int = 20  # reports: an inbound call answered within this many seconds is in service
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
     smtp_recipients: tuple[str, ...] = ("sales", "info")
@@ -306,6 +307,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("working_days", "CALLBOARD_WORKING_DAYS", "working_days", _checked(parse_days)),
     ("callback_minutes", "CALLBOARD_CALLBACK_MINUTES", "callback_minutes", _parse_positive),
     ("missed_window_days", "CALLBOARD_MISSED_WINDOW_DAYS", "missed_window_days", _parse_positive),
+    ("service_level_seconds", "CALLBOARD_SERVICE_LEVEL_SECONDS", "service_level_seconds", _parse_positive),
     ("smtp_host", "CALLBOARD_SMTP_HOST", "smtp_host", str),
     ("smtp_port", "CALLBOARD_SMTP_PORT", "smtp_port", _parse_port_or_off),
     ("smtp_recipients", "CALLBOARD_SMTP_RECIPIENTS", "smtp_recipients", _parse_recipients),

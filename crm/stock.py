@@ -86,17 +86,35 @@ SELECT coalesce(sum(quantity) FILTER (WHERE kind = 'reservation'), 0)
      - coalesce(sum(quantity) FILTER (WHERE kind IN ('release', 'shipment')), 0)
 FROM stock_movements WHERE deal_item_id = $1
 """
-# Illiquid: on hand, and nothing went out for N days (since the first receipt if nothing ever did).
-ILLIQUID = _BALANCE.replace("SELECT p.id AS product_id", "SELECT max(m.created_at) FILTER (WHERE m.kind IN "
-                            "('shipment', 'write_off')) AS last_out, min(m.created_at) FILTER (WHERE m.kind = "
-                            "'receipt') AS first_in, p.id AS product_id") + """
-GROUP BY p.id
-HAVING coalesce(sum(m.quantity) FILTER (WHERE m.kind = 'receipt'), 0)
-       - coalesce(sum(m.quantity) FILTER (WHERE m.kind IN ('shipment', 'write_off')), 0) > 0
-   AND coalesce(max(m.created_at) FILTER (WHERE m.kind IN ('shipment', 'write_off')),
-                min(m.created_at) FILTER (WHERE m.kind = 'receipt')) < $1
-ORDER BY (coalesce(sum(m.quantity) FILTER (WHERE m.kind = 'receipt'), 0)
-          - coalesce(sum(m.quantity) FILTER (WHERE m.kind IN ('shipment', 'write_off')), 0)) * p.price DESC
+# Illiquid, counted per batch (FIFO: shipments and write-offs name the batch they took from): what is left of each
+# batch received more than N days ago has not moved for N days. A batch received within the last N days never is,
+# and a batch partly sold keeps the rest counted. `on_hand` is the illiquid quantity; reserved is not subtracted.
+ILLIQUID = """
+WITH left_in AS (
+    SELECT b.product_id, b.quantity - coalesce((SELECT sum(m.quantity) FROM stock_movements m
+                                                WHERE m.batch_id = b.id AND m.kind IN ('shipment', 'write_off')
+                                                  AND m.created_at <= $2), 0) AS left
+    FROM stock_batches b WHERE b.received_at < $1
+)
+SELECT p.id AS product_id, p.sku, p.name, p.unit, p.price, p.made_in_house, sum(l.left) AS on_hand,
+       0::numeric AS reserved
+FROM left_in l JOIN products p ON p.id = l.product_id
+WHERE l.left > 0
+GROUP BY p.id ORDER BY sum(l.left) * p.price DESC, p.name
+"""
+# Sales of illiquid stock: shipments against deals, from a batch that had waited more than N days when shipped
+# (a unit made and shipped the same minute is not one).
+ILLIQUID_SALES = """
+SELECT d.manager_id, u.display_name AS manager, coalesce(sum(m.quantity * i.price), 0) AS amount,
+       count(DISTINCT (m.deal_item_id, m.created_at)) AS shipments
+FROM stock_movements m
+JOIN stock_batches b ON b.id = m.batch_id
+JOIN deal_items i ON i.id = m.deal_item_id
+JOIN deals d ON d.id = i.deal_id
+LEFT JOIN users u ON u.id = d.manager_id
+WHERE m.kind = 'shipment' AND m.created_at >= $1 AND b.received_at < m.created_at - make_interval(days => $2)
+  AND ($3::bigint IS NULL OR d.manager_id = $3)
+GROUP BY d.manager_id, u.display_name ORDER BY amount DESC
 """
 
 
@@ -274,4 +292,11 @@ async def ship(conn: asyncpg.Connection, product_id: int, quantity, now: datetim
 
 
 async def illiquid(conn: asyncpg.Connection, now: datetime, days: int = 180) -> list[Balance]:
-    return [_balance(r) for r in await conn.fetch(ILLIQUID, now - timedelta(days=days))]
+    """Products with stock left in batches older than `days`; `on_hand` is that stock."""
+    return [_balance(r) for r in await conn.fetch(ILLIQUID, now - timedelta(days=days), now)]
+
+
+async def illiquid_sales(conn: asyncpg.Connection, since: datetime, days: int, manager_id: int | None
+                         ) -> list[dict]:
+    """Per manager: shipments since `since` of stock that had waited more than `days` in its batch."""
+    return [dict(r) for r in await conn.fetch(ILLIQUID_SALES, since, days, manager_id)]

@@ -15,6 +15,7 @@ from web import keys
 from web.auth import current_user, require_role
 from web.errors import MAX_ID, path_id
 from web.paging import page_args, page_json
+from web.reports import openapi_paths as report_paths
 from web.sockets import user_changed
 
 SECTIONS: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
@@ -312,6 +313,7 @@ def openapi_spec() -> dict[str, Any]:
             **party_paths,
             **_more_paths(error),
             **_money_paths(error),
+            **report_paths(error),
             "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "list"}}},
                            "post": {"summary": "Create a user (admin)", "responses": {"201": {
                                "description": "created"}, "403": error, "409": error, "422": error}}},

@@ -27,6 +27,7 @@ from web import (
     pages,
     realtime,
     recordings,
+    reports,
     routing,
     sockets,
     telephony,
@@ -84,6 +85,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     admin.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
+    reports.setup(app)  # after realtime: the wallboard's socket event
     telephony.setup(app)
     routing.setup(app)  # after telephony: the router reads the agents' states
     memory.setup(app)  # last: freezes what start-up and the routing index loaded

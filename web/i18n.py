@@ -129,6 +129,7 @@ SERVER_TEXTS = (
     (r"^New lead \((?P<source>[a-z ]+)\): (?P<name>.*)$", N_("New lead (%(source)s): %(name)s")),
     (r"^New lead: (?P<name>.*)$", N_("New lead: %(name)s")),
     (r"^Deal stuck at “(?P<stage>[^”]*)”: (?P<title>.*)$", N_("Deal stuck at “%(stage)s”: %(title)s")),
+    (r"^Reactivate client: (?P<name>.*)$", N_("Reactivate client: %(name)s")),
     (r"^Invoice № (?P<number>\d+) of (?P<year>\d{4}) is overdue: (?P<buyer>.*)$",
      N_("Invoice № %(number)s of %(year)s is overdue: %(buyer)s")),
     (r"^This (?P<thing>[a-z ]+) does not exist, or it is not yours\.$",

@@ -17,6 +17,7 @@ from cti.simulator import AmiSimulator
 
 if TYPE_CHECKING:  # web modules that import this one: named for type checkers only
     from web.mailserver import IntakeHandler
+    from web.reports import Wallboard
     from web.routing import Router
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -30,6 +31,7 @@ SIO = web.AppKey("sio", socketio.AsyncServer)
 MAIL_HANDLER: web.AppKey[IntakeHandler] = web.AppKey("mail_handler")
 SMTP_PORT = web.AppKey("smtp_port", int)
 AGI_PORT = web.AppKey("agi_port", int)
+WALLBOARD: web.AppKey[Wallboard] = web.AppKey("wallboard")
 I18N = web.AppKey("i18n", "I18n")  # web.i18n: catalogs and formats per language
 
 # Per-request: who is asking, their session's CSRF token, and whether they came with an API token.

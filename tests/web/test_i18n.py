@@ -151,7 +151,10 @@ PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=o
          "/deals", "/deals?status=won", "/contacts", "/contacts?q=495", "/contacts?q=nobody", "/companies",
          "/contacts/new", "/companies/new", "/stock", "/password", "/contacts/1", "/companies/1", "/contacts/1/edit",
          "/deals/1", "/deals/1/offer", "/contacts/999999", "/invoices", "/invoices?state=paid", "/invoices/1",
-         "/invoices/1/print", "/payments", "/payments/1", "/receivables", "/contracts", "/contracts/1"]
+         "/invoices/1/print", "/payments", "/payments/1", "/receivables", "/contracts", "/contracts/1",
+         "/reports/managers", "/reports/funnel", "/reports/sources", "/reports/service", "/reports/segments",
+         "/reports/calls?metric=offered", "/reports/deals?metric=deals_won", "/reports/leads?metric=leads",
+         "/wallboard"]
 
 
 async def seed_russian_day(conn, settings):

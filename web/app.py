@@ -26,6 +26,7 @@ from web import (
     routing,
     sockets,
     telephony,
+    tokens,
 )
 from web.errors import error_middleware
 from web.render import make_templates
@@ -72,6 +73,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     mailserver.setup(app)
     deals.setup(app)
     admin.setup(app)
+    tokens.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)

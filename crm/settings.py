@@ -81,6 +81,7 @@ class Settings:
     cdr_timezone: str | None = None  # the zone Asterisk writes CDR times in; default: `timezone`
     language: str = "ru"  # pages for a reader with no choice of their own and no Accept-Language we speak
     currency: str = "RUB"  # ISO 4217; amounts are shown in it
+    import_max_bytes: int = 64 * 1024 * 1024  # one uploaded spreadsheet or CommerceML file (zip)
 
     @property
     def recordings_path(self) -> Path:
@@ -303,6 +304,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("cdr_timezone", "CALLBOARD_CDR_TIMEZONE", "cdr_timezone", _parse_timezone),
     ("language", "CALLBOARD_LANGUAGE", "language", _parse_language),
     ("currency", "CALLBOARD_CURRENCY", "currency", _parse_currency),
+    ("import_max_bytes", "CALLBOARD_IMPORT_MAX_BYTES", "import_max_bytes", _parse_positive),
 )
 
 

@@ -14,6 +14,7 @@ from web import (
     api,
     auth,
     deals,
+    exchange,
     health,
     i18n,
     keys,
@@ -74,6 +75,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     deals.setup(app)
     admin.setup(app)
     tokens.setup(app)
+    exchange.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)

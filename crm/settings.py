@@ -82,6 +82,9 @@ class Settings:
     language: str = "ru"  # pages for a reader with no choice of their own and no Accept-Language we speak
     currency: str = "RUB"  # ISO 4217; amounts are shown in it
     import_max_bytes: int = 64 * 1024 * 1024  # one uploaded spreadsheet or CommerceML file (zip)
+    # /metrics: from these networks only (default: this machine), and with this Bearer token when set.
+    metrics_allowlist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def recordings_path(self) -> Path:
@@ -305,6 +308,8 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("language", "CALLBOARD_LANGUAGE", "language", _parse_language),
     ("currency", "CALLBOARD_CURRENCY", "currency", _parse_currency),
     ("import_max_bytes", "CALLBOARD_IMPORT_MAX_BYTES", "import_max_bytes", _parse_positive),
+    ("metrics_allowlist", "CALLBOARD_METRICS_ALLOWLIST", "metrics_allowlist", _parse_networks),
+    ("metrics_token", "CALLBOARD_METRICS_TOKEN", "metrics_token", str),
 )
 
 

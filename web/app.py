@@ -20,6 +20,7 @@ from web import (
     keys,
     leads,
     mailserver,
+    metrics,
     missed,
     pages,
     realtime,
@@ -59,7 +60,8 @@ async def set_security_headers(request: web.Request, response: web.StreamRespons
 
 def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     """Build the app around an open pool; telephony and sockets attach through their own keys."""
-    app = web.Application(middlewares=[error_middleware, auth.auth_middleware], client_max_size=2 * 1024 * 1024)
+    app = web.Application(middlewares=[metrics.metrics_middleware, error_middleware, auth.auth_middleware],
+                          client_max_size=2 * 1024 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.POOL] = pool
     app[keys.TEMPLATES] = make_templates(settings)
@@ -67,6 +69,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app.on_shutdown.append(sockets.disconnect_all)
     app[keys.I18N] = i18n.I18n(settings)
     health.setup(app)
+    metrics.setup(app)
     pages.setup(app)
     api.setup(app)
     leads.setup(app)

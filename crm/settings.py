@@ -85,6 +85,7 @@ class Settings:
     # /metrics: from these networks only (default: this machine), and with this Bearer token when set.
     metrics_allowlist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     metrics_token: str = field(default="", repr=False)
+    webhook_backoff_seconds: float = 30.0  # the first retry of a failed webhook delivery; each next one waits twice
 
     @property
     def recordings_path(self) -> Path:
@@ -140,6 +141,13 @@ def _parse_positive(value: str) -> int:
     if number <= 0:
         raise ValueError("must be a positive whole number")
     return number
+
+
+def _parse_seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds <= 86400:
+        raise ValueError("must be more than 0 and at most 86400 seconds")
+    return seconds
 
 
 def _parse_networks(value: str | list[str]) -> tuple[str, ...]:
@@ -310,6 +318,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("import_max_bytes", "CALLBOARD_IMPORT_MAX_BYTES", "import_max_bytes", _parse_positive),
     ("metrics_allowlist", "CALLBOARD_METRICS_ALLOWLIST", "metrics_allowlist", _parse_networks),
     ("metrics_token", "CALLBOARD_METRICS_TOKEN", "metrics_token", str),
+    ("webhook_backoff_seconds", "CALLBOARD_WEBHOOK_BACKOFF_SECONDS", "webhook_backoff_seconds", _parse_seconds),
 )
 
 

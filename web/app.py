@@ -29,6 +29,7 @@ from web import (
     sockets,
     telephony,
     tokens,
+    webhooks,
 )
 from web.errors import error_middleware
 from web.render import make_templates
@@ -79,6 +80,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     admin.setup(app)
     tokens.setup(app)
     exchange.setup(app)
+    webhooks.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)

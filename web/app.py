@@ -22,6 +22,7 @@ from web import (
     mailserver,
     metrics,
     missed,
+    outmail,
     pages,
     realtime,
     recordings,
@@ -81,6 +82,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     tokens.setup(app)
     exchange.setup(app)
     webhooks.setup(app)
+    outmail.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)

@@ -91,3 +91,31 @@ CREATE TRIGGER missed_webhook AFTER INSERT OR UPDATE OF state ON missed_callers
     FOR EACH ROW EXECUTE FUNCTION callboard_webhook_trigger();
 CREATE TRIGGER deals_webhook AFTER UPDATE OF stage, status ON deals
     FOR EACH ROW EXECUTE FUNCTION callboard_webhook_trigger();
+
+-- Outgoing mail: built and queued in the database, sent by a worker through the configured relay, retried. A sent
+-- message is copied into mail_messages (direction 'out'), so it joins the client's history beside the replies.
+CREATE TABLE outgoing_mail (
+    id bigserial PRIMARY KEY,
+    user_id bigint REFERENCES users (id) ON DELETE SET NULL,
+    sender text NOT NULL,
+    recipients text[] NOT NULL CHECK (cardinality(recipients) > 0),
+    subject text NOT NULL,
+    text_body text NOT NULL,
+    message bytea NOT NULL,
+    message_id text NOT NULL UNIQUE,
+    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    claimed_until timestamptz,
+    last_error text NOT NULL DEFAULT '',
+    contact_id bigint REFERENCES contacts (id) ON DELETE SET NULL,
+    company_id bigint REFERENCES companies (id) ON DELETE SET NULL,
+    lead_id bigint REFERENCES leads (id) ON DELETE SET NULL,
+    deal_id bigint REFERENCES deals (id) ON DELETE SET NULL,
+    reply_to_id bigint REFERENCES mail_messages (id) ON DELETE SET NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    sent_at timestamptz
+);
+CREATE INDEX outgoing_mail_due_idx ON outgoing_mail (next_attempt_at) WHERE state = 'pending';
+ALTER TABLE mail_messages ADD COLUMN direction text NOT NULL DEFAULT 'in' CHECK (direction IN ('in', 'out'));
+ALTER TABLE mail_messages ADD COLUMN outgoing_id bigint UNIQUE REFERENCES outgoing_mail (id) ON DELETE SET NULL;

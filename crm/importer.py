@@ -491,7 +491,7 @@ async def import_table(conn: asyncpg.Connection, viewer: User, kind: str, table:
     good, errors, count = await asyncio.to_thread(prepare_rows, kind, table, checked, region, managers)
     result = ImportResult(kind, dry_run, rows=count, errors=errors)
     apply = {"contacts": _save_parties, "companies": _save_parties, "products": _save_products,
-             "stock": _save_stock}[kind]
+             "stock": save_stock}[kind]
     outer = conn.transaction() if dry_run else None
     if outer is not None:
         await outer.start()
@@ -649,7 +649,7 @@ async def _save_products(conn: asyncpg.Connection, kind: str, rows: list[Product
                                prices, [r.barcode for r in items])
 
 
-async def _save_stock(conn: asyncpg.Connection, kind: str, rows: list[StockRow], result: ImportResult,
+async def save_stock(conn: asyncpg.Connection, kind: str, rows: list[StockRow], result: ImportResult,
                       state: dict[str, Any], *, on_duplicate: str, viewer: User, now: datetime) -> None:
     """Each row is a count of what is on hand: the difference is received, or written off oldest batch first."""
     seen: dict[str, int] = state.setdefault("skus", {})

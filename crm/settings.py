@@ -94,6 +94,8 @@ class Settings:
     mail_relay_security: str = "starttls"  # starttls, ssl (SMTPS, port 465) or none (a relay on the LAN)
     mail_from: str = ""
     mail_backoff: float = 60.0  # the first retry of a message the relay did not take; each next one waits twice
+    onec_price_type: str = ""  # the 1C price type (its name) products take their price from; empty: the first
+    onec_progress_wait: float = 20.0  # an import answers 1C "progress" after this long, and goes on
 
     @property
     def recordings_path(self) -> Path:
@@ -348,6 +350,8 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("mail_relay_security", "CALLBOARD_MAIL_RELAY_SECURITY", "mail_relay_security", _parse_mail_security),
     ("mail_from", "CALLBOARD_MAIL_FROM", "mail_from", _parse_mail_from),
     ("mail_backoff", "CALLBOARD_MAIL_BACKOFF_SECONDS", "mail_backoff", _parse_seconds),
+    ("onec_price_type", "CALLBOARD_1C_PRICE_TYPE", "onec_price_type", str),
+    ("onec_progress_wait", "CALLBOARD_1C_PROGRESS_WAIT", "onec_progress_wait", _parse_seconds),
 )
 
 

@@ -22,6 +22,7 @@ from web import (
     mailserver,
     metrics,
     missed,
+    onec,
     outmail,
     pages,
     realtime,
@@ -83,6 +84,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     exchange.setup(app)
     webhooks.setup(app)
     outmail.setup(app)
+    onec.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     telephony.setup(app)

@@ -31,6 +31,8 @@ MAIL_HANDLER: web.AppKey[IntakeHandler] = web.AppKey("mail_handler")
 SMTP_PORT = web.AppKey("smtp_port", int)
 AGI_PORT = web.AppKey("agi_port", int)
 I18N = web.AppKey("i18n", "I18n")  # web.i18n: catalogs and formats per language
+# web.onec: CommerceML imports running for 1C, by exchange folder and file (1C asks again until "success").
+ONEC_JOBS = web.AppKey("onec_jobs", dict)
 
 # Per-request: who is asking, their session's CSRF token, and whether they came with an API token.
 USER = web.RequestKey("user", User | None)

@@ -119,3 +119,14 @@ CREATE TABLE outgoing_mail (
 CREATE INDEX outgoing_mail_due_idx ON outgoing_mail (next_attempt_at) WHERE state = 'pending';
 ALTER TABLE mail_messages ADD COLUMN direction text NOT NULL DEFAULT 'in' CHECK (direction IN ('in', 'out'));
 ALTER TABLE mail_messages ADD COLUMN outgoing_id bigint UNIQUE REFERENCES outgoing_mail (id) ON DELETE SET NULL;
+
+-- Exchange with 1C (CommerceML): products keep 1C's Ид; deals handed to 1C as orders, acknowledged when 1C answers
+-- success, and handed again when they change.
+ALTER TABLE products ADD COLUMN external_id text UNIQUE;
+CREATE TABLE onec_orders (
+    deal_id bigint PRIMARY KEY REFERENCES deals (id) ON DELETE CASCADE,
+    sent_at timestamptz NOT NULL,
+    sent_updated_at timestamptz NOT NULL,
+    sent_stage text NOT NULL,
+    acknowledged_at timestamptz
+);

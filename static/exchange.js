@@ -2,7 +2,7 @@
 // column mapping, check and import.
 (function () {
   'use strict';
-  const {_, label, fill} = window.callboardI18n;
+  const {_, fill} = window.callboardI18n;
   const csrf = () => document.querySelector('meta[name=csrf-token]').content;
 
   // Each list page gets "Export: XLSX CSV" with the filters it shows (its query string).
@@ -90,7 +90,8 @@
     t.append(h);
     for (const e of r.errors) {
       const tr = document.createElement('tr');
-      tr.append(cell('td', e.row), cell('td', label(e.field)), cell('td', e.message));
+      const named = (fields[form.kind.value] || []).find(([code]) => code === e.field);
+      tr.append(cell('td', e.row), cell('td', named ? named[1] : (e.field || '')), cell('td', e.message));
       t.append(tr);
     }
     result.append(t);

@@ -19,6 +19,7 @@ from web import keys
 from web.api import read_json
 from web.auth import require_role
 from web.errors import path_id
+from web.i18n import N_
 from web.render import render
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,14 @@ POLL_SECONDS = 1.0
 SEND_TIMEOUT = aiohttp.ClientTimeout(total=10)
 KEEP_DELIVERED = timedelta(days=30)
 MAX_ANSWER_BYTES = 64 * 1024  # what we read of a receiver's answer before letting it go
+# The page names events in words; the codes are in the API, the bodies and the README.
+EVENT_NAMES = {
+    "call.ringing": N_("A call rings"), "call.answered": N_("A call is answered"), "call.ended": N_("A call ended"),
+    "missed.created": N_("A missed caller on the board"), "missed.resolved": N_("A missed caller resolved"),
+    "lead.created": N_("A new lead"), "deal.stage_changed": N_("A deal moved to another stage"),
+    "deal.won": N_("A deal is won"), "deal.lost": N_("A deal is lost"), "payment.received": N_("A payment came in"),
+    webhooks_db.TEST_EVENT: N_("Test"),
+}
 
 
 def webhook_json(hook: Webhook) -> dict[str, Any]:
@@ -84,7 +93,8 @@ async def page(request: web.Request, new_secret: str | None = None, http_status:
         hooks = await webhooks_db.list_webhooks(conn)
         deliveries = {h.id: await webhooks_db.list_deliveries(conn, h.id, 10) for h in hooks}
     return render(request, "webhooks.html", http_status=http_status, hooks=hooks, deliveries=deliveries,
-                  events=webhooks_db.EVENTS, new_secret=new_secret, error=error)
+                  events=webhooks_db.EVENTS, event_names=EVENT_NAMES, new_secret=new_secret,
+                  error=error)
 
 
 async def page_get(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ import asyncpg
 from crm.contacts import clean_email
 from crm.errors import Forbidden, NotFound, ValidationError
 from crm.users import User
+from crm.webhooks import backoff
 
 MAX_ATTEMPTS = 8
 MAX_BACKOFF = timedelta(hours=2)
@@ -223,14 +224,10 @@ async def mark_sent(conn: asyncpg.Connection, mail_id: int, now: datetime) -> No
                                    item.data)
 
 
-def backoff(attempts: int, base: float) -> timedelta:
-    return min(timedelta(seconds=base * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
-
-
 async def mark_failed_attempt(conn: asyncpg.Connection, due: DueMail, now: datetime, error: str,
                               base_delay: float, permanent: bool = False) -> None:
     """Try again later, or give up (after MAX_ATTEMPTS, or at once when the relay refused for good)."""
-    await conn.execute(MARK_FAILED_ATTEMPT, due.id, now + backoff(due.attempts, base_delay), error[:500],
+    await conn.execute(MARK_FAILED_ATTEMPT, due.id, now + backoff(due.attempts, base_delay, MAX_BACKOFF), error[:500],
                        due.attempts if permanent else MAX_ATTEMPTS)
 
 

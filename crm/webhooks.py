@@ -168,9 +168,10 @@ async def claim_due(conn: asyncpg.Connection, now: datetime, limit: int = 20,
     return [DueDelivery(**dict(r)) for r in await conn.fetch(CLAIM_DUE, now, limit, lease)]
 
 
-def backoff(attempts: int, base: float) -> timedelta:
-    """base, 2·base, 4·base … at most an hour: after MAX_ATTEMPTS the delivery is given up (state failed)."""
-    return min(timedelta(seconds=base * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+def backoff(attempts: int, base: float, cap: timedelta = MAX_BACKOFF) -> timedelta:
+    """base, 2·base, 4·base … at most `cap` (an hour): after MAX_ATTEMPTS the delivery is given up (state failed).
+    The outgoing mail queue waits the same way."""
+    return min(timedelta(seconds=base * 2 ** max(attempts - 1, 0)), cap)
 
 
 async def record_result(conn: asyncpg.Connection, delivery: DueDelivery, now: datetime, status: int | None,

@@ -3,9 +3,7 @@ and the worker that hands queued messages to the configured SMTP relay (aiosmtpl
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +18,7 @@ from web.api import read_json
 from web.auth import current_user
 from web.errors import path_id
 from web.i18n import request_reader
+from web.pollers import polling_ctx
 from web.render import render
 
 logger = logging.getLogger(__name__)
@@ -150,33 +149,6 @@ async def send_due(app: web.Application) -> int:
     return len(due)
 
 
-async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Runs only when a relay is configured; until then mail waits in the queue."""
-    if not app[keys.SETTINGS].mail_relay_host:
-        yield
-        return
-
-    async def loop() -> None:
-        while True:
-            try:
-                sent = await send_due(app)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("mail worker: a round failed; trying again")
-                sent = 0
-            if not sent:
-                await asyncio.sleep(POLL_SECONDS)
-
-    task = asyncio.create_task(loop(), name="mail-worker")
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-
-
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/deals/{deal_id:\\d+}/send-offer", send_offer_api)
     app.router.add_post("/deals/{deal_id:\\d+}/send-offer", send_offer_form)
@@ -184,4 +156,6 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/mail/{message_id:\\d+}/reply", reply_form)
     app.router.add_get("/api/outbox", outbox_api)
     app.router.add_get("/mail/outbox", outbox_page)
-    app.cleanup_ctx.append(worker_ctx)
+    # Runs only with a relay configured; until then mail waits in the queue.
+    app.cleanup_ctx.append(polling_ctx("mail-worker", send_due, POLL_SECONDS,
+                                       lambda app: bool(app[keys.SETTINGS].mail_relay_host)))

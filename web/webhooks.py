@@ -20,6 +20,7 @@ from web.api import read_json
 from web.auth import require_role
 from web.errors import path_id
 from web.i18n import N_
+from web.pollers import polling_ctx
 from web.render import render
 
 logger = logging.getLogger(__name__)
@@ -151,33 +152,31 @@ async def deliver_due(app: web.Application, session: aiohttp.ClientSession) -> i
     return len(due)
 
 
-async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One task per node; deliveries are claimed with SKIP LOCKED, so several nodes share the outbox."""
-    async def loop() -> None:
-        purged_at = 0.0
-        async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    sent = await deliver_due(app, session)
-                    if time.monotonic() - purged_at > 3600:
-                        async with app[keys.POOL].acquire() as conn:
-                            await webhooks_db.purge_delivered(conn, datetime.now(UTC) - KEEP_DELIVERED)
-                        purged_at = time.monotonic()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("webhook worker: a round failed; trying again")
-                    sent = 0
-                if not sent:
-                    await asyncio.sleep(POLL_SECONDS)
+class _Sender:
+    """One HTTP session for the app's life; the old delivered rows are purged about hourly."""
 
-    task = asyncio.create_task(loop(), name="webhook-worker")
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+        self.purged_at = 0.0
+
+    async def round(self, app: web.Application) -> int:
+        if self.session is None or self.session.closed:
+            self.session = aiohttp.ClientSession()
+        sent = await deliver_due(app, self.session)
+        if time.monotonic() - self.purged_at > 3600:
+            async with app[keys.POOL].acquire() as conn:
+                await webhooks_db.purge_delivered(conn, datetime.now(UTC) - KEEP_DELIVERED)
+            self.purged_at = time.monotonic()
+        return sent
+
+
+async def sender_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Several nodes share the outbox: deliveries are claimed with SKIP LOCKED."""
+    sender = _Sender()
+    async for _ in polling_ctx("webhook-worker", sender.round, POLL_SECONDS)(app):
+        yield
+    if sender.session is not None:
+        await sender.session.close()
 
 
 def setup(app: web.Application) -> None:
@@ -189,4 +188,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/admin/webhooks", page_get)
     app.router.add_post("/admin/webhooks/{action:new}", page_action)
     app.router.add_post("/admin/webhooks/{webhook_id}/{action:test|delete}", page_action)
-    app.cleanup_ctx.append(worker_ctx)
+    app.cleanup_ctx.append(sender_ctx)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from crm import webhooks as webhooks_db
@@ -117,6 +118,16 @@ async def page_action(request: web.Request) -> web.Response:
         else:
             await webhooks_db.delete_webhook(conn, webhook_id)
     raise web.HTTPFound("/admin/webhooks")
+
+
+async def raise_live_event(app: web.Application, event: str, data: dict[str, Any]) -> None:
+    """For events no table raises (call.ringing, call.answered, payment.received): queue it, and never let a
+    database hiccup reach the caller (a popup must not fail because a webhook could not be queued)."""
+    try:
+        async with app[keys.POOL].acquire() as conn:
+            await webhooks_db.enqueue(conn, event, data)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        logger.warning("webhook event %s not queued: %s", event, exc)
 
 
 # ------------------------------------------------------------------------------------------------ the worker

@@ -162,3 +162,17 @@ async def test_admin_only_and_bad_input(client, factory):
     for path in ("/api/webhooks/999/test", "/api/webhooks/abc/test"):
         assert (await client.post(path, headers=csrf_headers(csrf))).status == 404
     assert (await client.delete("/api/webhooks/999", headers=csrf_headers(csrf))).status == 404
+
+
+async def test_live_events_are_queued_for_their_subscribers(client, conn):
+    from web.webhooks import raise_live_event
+
+    await webhooks_db.create_webhook(conn, "http://127.0.0.1:9/hook", ["call.ringing"])
+    app = client.server.app
+    await raise_live_event(app, "call.ringing", {"caller": "+74951234567", "extension": "101"})
+    await raise_live_event(app, "call.answered", {"caller": "+74951234567"})  # nobody subscribed
+    rows = await conn.fetch("SELECT event, body::jsonb -> 'data' AS data FROM webhook_deliveries")
+    assert [(r["event"], json.loads(r["data"])) for r in rows] == [
+        ("call.ringing", {"caller": "+74951234567", "extension": "101"})]
+    with pytest.raises(ValueError):
+        await raise_live_event(app, "call.exploded", {})

@@ -85,6 +85,21 @@ class Settings:
     # VAT on documents until an admin saves the requisites page (then the database's values count).
     vat_rate: str = "22"
     prices_include_vat: bool = True
+    import_max_bytes: int = 64 * 1024 * 1024  # one uploaded spreadsheet or CommerceML file (zip)
+    # /metrics: from these networks only (default: this machine), and with this Bearer token when set.
+    metrics_allowlist: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    metrics_token: str = field(default="", repr=False)
+    webhook_backoff_seconds: float = 30.0  # the first retry of a failed webhook delivery; each next one waits twice
+    # Outgoing mail through a relay (empty host: mail is queued, not sent); `mail_from` is the shared sender.
+    mail_relay_host: str = ""
+    mail_relay_port: int = 587
+    mail_relay_user: str = ""
+    mail_relay_password: str = field(default="", repr=False)
+    mail_relay_security: str = "starttls"  # starttls, ssl (SMTPS, port 465) or none (a relay on the LAN)
+    mail_from: str = ""
+    mail_backoff: float = 60.0  # the first retry of a message the relay did not take; each next one waits twice
+    onec_price_type: str = ""  # the 1C price type (its name) products take their price from; empty: the first
+    onec_progress_wait: float = 20.0  # an import answers 1C "progress" after this long, and goes on
 
     @property
     def recordings_path(self) -> Path:
@@ -145,6 +160,27 @@ def _parse_positive(value: str) -> int:
     if number <= 0:
         raise ValueError("must be a positive whole number")
     return number
+
+
+def _parse_seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds <= 86400:
+        raise ValueError("must be more than 0 and at most 86400 seconds")
+    return seconds
+
+
+def _parse_mail_security(value: str) -> str:
+    security = value.strip().lower()
+    if security not in ("starttls", "ssl", "none"):
+        raise ValueError("use starttls, ssl or none")
+    return security
+
+
+def _parse_mail_from(value: str) -> str:
+    address = value.strip().lower()
+    if address.count("@") != 1 or not all(address.partition("@")[::2]) or any(c in address for c in " <>,\r\n"):
+        raise ValueError(f"{value!r} is not an e-mail address (write it bare: sales@example.ru)")
+    return address
 
 
 def _parse_networks(value: str | list[str]) -> tuple[str, ...]:
@@ -324,6 +360,19 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("currency", "CALLBOARD_CURRENCY", "currency", _parse_currency),
     ("vat_rate", "CALLBOARD_VAT_RATE", "vat_rate", _parse_vat_rate),
     ("prices_include_vat", "CALLBOARD_PRICES_INCLUDE_VAT", "prices_include_vat", _parse_bool),
+    ("import_max_bytes", "CALLBOARD_IMPORT_MAX_BYTES", "import_max_bytes", _parse_positive),
+    ("metrics_allowlist", "CALLBOARD_METRICS_ALLOWLIST", "metrics_allowlist", _parse_networks),
+    ("metrics_token", "CALLBOARD_METRICS_TOKEN", "metrics_token", str),
+    ("webhook_backoff_seconds", "CALLBOARD_WEBHOOK_BACKOFF_SECONDS", "webhook_backoff_seconds", _parse_seconds),
+    ("mail_relay_host", "CALLBOARD_MAIL_RELAY_HOST", "mail_relay_host", str),
+    ("mail_relay_port", "CALLBOARD_MAIL_RELAY_PORT", "mail_relay_port", _parse_port),
+    ("mail_relay_user", "CALLBOARD_MAIL_RELAY_USER", "mail_relay_user", str),
+    ("mail_relay_password", "CALLBOARD_MAIL_RELAY_PASSWORD", "mail_relay_password", str),
+    ("mail_relay_security", "CALLBOARD_MAIL_RELAY_SECURITY", "mail_relay_security", _parse_mail_security),
+    ("mail_from", "CALLBOARD_MAIL_FROM", "mail_from", _parse_mail_from),
+    ("mail_backoff", "CALLBOARD_MAIL_BACKOFF_SECONDS", "mail_backoff", _parse_seconds),
+    ("onec_price_type", "CALLBOARD_1C_PRICE_TYPE", "onec_price_type", str),
+    ("onec_progress_wait", "CALLBOARD_1C_PROGRESS_WAIT", "onec_progress_wait", _parse_seconds),
 )
 
 

@@ -13,6 +13,7 @@ from web.auth import SESSION_COOKIE, current_user, require_role
 from web.i18n import N_
 from web.pages import render
 from web.sockets import user_changed
+from web.tokens import token_context
 
 
 async def users_page(request: web.Request) -> web.Response:
@@ -85,7 +86,7 @@ async def users_action(request: web.Request) -> web.Response:
 
 async def password_page(request: web.Request) -> web.Response:
     current_user(request)
-    return render(request, "password.html", error=None, done=False)
+    return render(request, "password.html", error=None, done=False, **await token_context(request))
 
 
 async def password_change(request: web.Request) -> web.Response:
@@ -94,7 +95,8 @@ async def password_change(request: web.Request) -> web.Response:
     new = str(form.get("new", ""))
     if len(new) < 8 or new != str(form.get("repeat", "")):
         return render(request, "password.html", http_status=422, done=False,
-                      error=N_("The new password needs at least 8 characters, typed twice the same."))
+                      error=N_("The new password needs at least 8 characters, typed twice the same."),
+                      **await token_context(request))
     settings = request.app[keys.SETTINGS]
     keep = users_db.hash_token(request.cookies.get(SESSION_COOKIE, ""), settings.session_secret)
     async with request.app[keys.POOL].acquire() as conn:
@@ -102,8 +104,8 @@ async def password_change(request: web.Request) -> web.Response:
         changed = await users_db.change_own_password(conn, user, str(form.get("current", "")), new, keep)
     if not changed:
         return render(request, "password.html", http_status=401, error=N_("The current password is wrong."),
-                      done=False)
-    return render(request, "password.html", error=None, done=True)
+                      done=False, **await token_context(request))
+    return render(request, "password.html", error=None, done=True, **await token_context(request))
 
 
 async def language_change(request: web.Request) -> web.Response:

@@ -16,14 +16,18 @@ from web import (
     company,
     deals,
     documents,
+    exchange,
     health,
     i18n,
     keys,
     leads,
     mailserver,
     memory,
+    metrics,
     missed,
     money,
+    onec,
+    outmail,
     pages,
     realtime,
     recordings,
@@ -31,6 +35,8 @@ from web import (
     routing,
     sockets,
     telephony,
+    tokens,
+    webhooks,
 )
 from web.errors import error_middleware
 from web.render import make_templates
@@ -63,9 +69,10 @@ async def set_security_headers(request: web.Request, response: web.StreamRespons
 
 def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     """Build the app around an open pool; telephony and sockets attach through their own keys."""
-    # Bank statements, contract scans and spreadsheets come as page uploads (the CSRF check reads the whole
-    # form first); each door that takes files sets its own, smaller limit on what it keeps.
-    app = web.Application(middlewares=[error_middleware, auth.auth_middleware], client_max_size=MAX_REQUEST_BYTES)
+    # Bank statements, contract scans, spreadsheets and 1C catalogues come as uploads (the CSRF check reads a
+    # page's whole form first); each door that takes files sets its own, smaller limit on what it keeps.
+    app = web.Application(middlewares=[metrics.metrics_middleware, error_middleware, auth.auth_middleware],
+                          client_max_size=max(MAX_REQUEST_BYTES, settings.import_max_bytes + 1024 * 1024))
     app[keys.SETTINGS] = settings
     app[keys.POOL] = pool
     app[keys.TEMPLATES] = make_templates(settings)
@@ -73,6 +80,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app.on_shutdown.append(sockets.disconnect_all)
     app[keys.I18N] = i18n.I18n(settings)
     health.setup(app)
+    metrics.setup(app)
     pages.setup(app)
     api.setup(app)
     leads.setup(app)
@@ -83,6 +91,11 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     documents.setup(app)
     company.setup(app)
     admin.setup(app)
+    tokens.setup(app)
+    exchange.setup(app)
+    webhooks.setup(app)
+    outmail.setup(app)
+    onec.setup(app)
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     reports.setup(app)  # after realtime: the wallboard's socket event

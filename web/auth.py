@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from crm import tokens as tokens_db
 from crm import users as users_db
 from crm.users import User
 from web import keys
@@ -44,8 +45,8 @@ def _is_api(request: web.Request) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/api/route":
-        return await handler(request)  # the dialplan's door has its own token and allowlist
+    if request.path in ("/api/route", "/metrics", "/1c/exchange"):
+        return await handler(request)  # the dialplan's door, the metrics and 1C's exchange check on their own
     settings = request.app[keys.SETTINGS]
     pool = request.app[keys.POOL]
     request[keys.USER] = None
@@ -54,10 +55,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     authorization = request.headers.get("Authorization", "")
     if authorization.startswith("Bearer "):
         async with pool.acquire() as conn:
-            user = await users_db.get_token_user(conn, authorization[7:].strip())
-        if user is None:
+            use = await tokens_db.use_token(conn, authorization[7:].strip())
+        if use is None:
             raise web.HTTPUnauthorized(reason="invalid API token")
-        request[keys.USER], request[keys.VIA_TOKEN] = user, True
+        if use.scope == "routing" or (use.scope == "read" and request.method not in SAFE_METHODS):
+            raise web.HTTPForbidden(reason=f"this API token's scope ({use.scope}) does not allow this")
+        request[keys.USER], request[keys.VIA_TOKEN] = use.user, True
     elif SESSION_COOKIE in request.cookies:
         async with pool.acquire() as conn:
             session = await users_db.get_session(conn, request.cookies[SESSION_COOKIE], settings.session_secret)

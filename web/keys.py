@@ -33,6 +33,8 @@ SMTP_PORT = web.AppKey("smtp_port", int)
 AGI_PORT = web.AppKey("agi_port", int)
 WALLBOARD: web.AppKey[Wallboard] = web.AppKey("wallboard")
 I18N = web.AppKey("i18n", "I18n")  # web.i18n: catalogs and formats per language
+# web.onec: CommerceML imports running for 1C, by exchange folder and file (1C asks again until "success").
+ONEC_JOBS = web.AppKey("onec_jobs", dict)
 
 # Per-request: who is asking, their session's CSRF token, and whether they came with an API token.
 USER = web.RequestKey("user", User | None)

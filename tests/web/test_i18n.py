@@ -207,7 +207,7 @@ async def russian_client(settings, pool, aiohttp_client):
 async def test_every_page_in_russian_shows_no_english_ui_word(russian_client, conn, settings, who):
     await seed_russian_day(conn, settings)
     await login(russian_client, who)
-    paths = [*PAGES, "/admin/users", "/admin/company", "/mail"]
+    paths = [*PAGES, "/admin/users", "/admin/company", "/mail", "/import", "/admin/webhooks", "/mail/outbox"]
     leftovers = {}
     for path in paths:
         resp = await russian_client.get(path)

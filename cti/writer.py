@@ -151,6 +151,7 @@ class CallWriter:
         self.write_timeout = write_timeout
         self.spool = Spool(settings.data_dir / "spool")
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._spooling = 0
         self._backlog: deque[dict[str, Any]] = deque()  # in the spool, not yet in the database
         self._task: asyncio.Task | None = None
         self._appending: asyncio.Future | None = None
@@ -161,7 +162,9 @@ class CallWriter:
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize() + len(self._backlog)
+        # Entries between the queue and the backlog (being fsynced to the spool) still wait too: a drain
+        # that missed them returned before they were written.
+        return self._queue.qsize() + self._spooling + len(self._backlog)
 
     async def start(self) -> None:
         left = await asyncio.to_thread(self.spool.open)
@@ -212,10 +215,14 @@ class CallWriter:
     async def _spool_new(self, first: dict[str, Any] | None = None) -> None:
         entries = ([first] if first is not None else []) + self._take_queued()
         if entries:
-            # Shielded: a shutdown during the fsync lets it finish (stop() waits for it).
-            self._appending = asyncio.ensure_future(asyncio.to_thread(self.spool.append, entries))
-            await asyncio.shield(self._appending)
-            self._backlog.extend(entries)
+            self._spooling += len(entries)
+            try:
+                # Shielded: a shutdown during the fsync lets it finish (stop() waits for it).
+                self._appending = asyncio.ensure_future(asyncio.to_thread(self.spool.append, entries))
+                await asyncio.shield(self._appending)
+                self._backlog.extend(entries)
+            finally:
+                self._spooling -= len(entries)
 
     def _backoff(self) -> float:
         delay = min(self.max_backoff, self.min_backoff * 2 ** min(self.failures - 1, 16))

@@ -34,12 +34,15 @@ def mail_json(m: OutgoingMail) -> dict[str, Any]:
 
 
 async def offer_attachment(request: web.Request, deal_id: int) -> Attachment:
-    """The deal's commercial offer as the offer page renders it (HTML). The PDF takes its place once the documents
-    module offers one."""
-    from web.deals import offer_page
+    """The deal's commercial offer as a PDF, in the sender's language (the same document as the download)."""
+    from web.documents import deal_context, make_pdf
 
-    page = await offer_page(request)
-    return Attachment(f"offer-{deal_id}.html", "text/html", page.text.encode("utf-8"))
+    reader = request_reader(request)
+    async with request.app[keys.POOL].acquire() as conn:
+        context = await deal_context(conn, request.app[keys.SETTINGS], current_user(request), deal_id,
+                                     datetime.now(UTC))
+    pdf = await make_pdf("offer", context, reader.language)
+    return Attachment(f"{reader.gettext('Commercial offer')} {context.number}.pdf", "application/pdf", pdf)
 
 
 async def _send_offer(request: web.Request, fields: dict[str, Any]) -> OutgoingMail:

@@ -4,10 +4,12 @@ join the client's history, thread with the original, and are retried while the r
 import asyncio
 import email
 import email.policy
+import io
 import socket
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pypdf
 import pytest
 from aiosmtpd.controller import Controller
 
@@ -86,8 +88,9 @@ async def test_the_offer_reaches_the_client_and_joins_their_history(sink, mail_c
     assert (str(message["From"]), message["Subject"], message["Message-ID"]) == (
         "Anna <sales@example.ru>", "Commercial offer: Насосы для котельной", queued["message_id"])
     attachments = [(p.get_filename(), p.get_content_type()) for p in message.iter_attachments()]
-    assert attachments == [(f"offer-{deal.id}.html", "text/html")]
-    assert "Насосы для котельной" in next(message.iter_attachments()).get_content()
+    assert attachments == [(f"Commercial offer {deal.id}.pdf", "application/pdf")]
+    pdf = pypdf.PdfReader(io.BytesIO(next(message.iter_attachments()).get_content()))
+    assert "Насосы для котельной" in " ".join("".join(p.extract_text() for p in pdf.pages).split())
     assert "Please find our commercial offer attached" in message.get_body(("plain",)).get_content()
 
     await wait_until(lambda: conn.fetchval("SELECT state = 'sent' FROM outgoing_mail"))

@@ -1,4 +1,5 @@
-"""Callboard's command line: serve (optionally --demo), migrate, user add, user device, replay, simulate."""
+"""Callboard's command line: serve (optionally --demo), migrate, user add, user device, token add, replay,
+simulate, rebuild."""
 
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         change.add_argument("devices", nargs="+", metavar="DEVICE", help="e.g. SIP/150010001 or PJSIP/acc7001")
     listing = device_commands.add_parser("list", help="every device with its user (or one user's)")
     listing.add_argument("--login")
+
+    token = commands.add_parser("token", help="API tokens for integrations")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    token_add = token_commands.add_parser("add", help="create a token for a user; the secret is printed once")
+    token_add.add_argument("--login", required=True, help="whose token (it acts with that user's rights)")
+    token_add.add_argument("--name", required=True, help="what it is for, e.g. 1C exchange or the website")
+    token_add.add_argument("--scope", default="full", choices=["read", "full", "routing"])
 
     replay = commands.add_parser("replay", help="feed raw AMI captures through the call model and print the calls")
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -120,6 +128,26 @@ async def add_user(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
     devices = f", devices {', '.join(user.devices)}" if user.devices else ""
     print(f"User {user.login} ({user.role}) added with id {user.id}{devices}.")
+    return 0
+
+
+async def add_token(settings: Settings, args: argparse.Namespace) -> int:
+    from crm import errors, tokens, users
+    from crm.db import open_database
+
+    async with open_database(settings.database_url, settings.data_dir, announce=lambda text: None) as pool:
+        async with pool.acquire() as conn:
+            user = await users.get_user_by_login(conn, args.login)
+            if user is None or not user.active:
+                print(f"No active user with login {args.login!r}.", file=sys.stderr)
+                return 1
+            try:
+                token, secret = await tokens.create_token(conn, user.id, args.name, args.scope)
+            except (errors.ValidationError, errors.NotFound) as exc:
+                print(f"Cannot create the token: {exc}", file=sys.stderr)
+                return 1
+    # The secret is stored hashed: this is the only time anyone sees it.
+    print(f"Token {token.name!r} ({token.scope}) for {user.login}: {secret}")
     return 0
 
 
@@ -215,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(migrate(settings))
     if args.command == "user":
         return asyncio.run(add_user(settings, args) if args.user_command == "add" else user_devices(settings, args))
+    if args.command == "token":
+        return asyncio.run(add_token(settings, args))
     if args.command == "rebuild":
         return asyncio.run(rebuild_call(settings, args))
     return asyncio.run(serve(settings))

@@ -118,3 +118,27 @@ def test_rebuild_a_call_from_the_journal(database_dsn):
     assert '"answered_by": "102"' in result.stdout and '"outcome": "answered"' in result.stdout
     missing = run_cli("rebuild", "--pbx", "lab", "--call", "0.0", env={"DATABASE_URL": database_dsn})
     assert missing.returncode == 1 and "No journal" in missing.stderr
+
+
+def test_token_add_prints_the_secret_once_and_stores_it_with_its_scope(database_dsn):
+    import asyncio
+
+    import asyncpg
+
+    env = {"DATABASE_URL": database_dsn, "CALLBOARD_PASSWORD": "s3cret!!"}
+    assert run_cli("user", "add", "--login", "erp", "--role", "head", "--name", "ERP", env=env).returncode == 0
+    made = run_cli("token", "add", "--login", "erp", "--name", "1C exchange", "--scope", "read", env=env)
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip().rsplit(" ", 1)[-1]
+    assert secret.startswith("cb_") and "1C exchange" in made.stdout
+
+    async def stored() -> list[tuple]:
+        conn = await asyncpg.connect(database_dsn)
+        try:
+            return [tuple(r) for r in await conn.fetch("SELECT name, scope FROM api_tokens")]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(stored()) == [("1C exchange", "read")]
+    nobody = run_cli("token", "add", "--login", "ghost", "--name", "x", env=env)
+    assert nobody.returncode == 1 and "ghost" in nobody.stderr

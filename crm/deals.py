@@ -371,6 +371,12 @@ async def ship_item(conn: asyncpg.Connection, viewer: User, deal_id: int, item_i
     return await list_items(conn, deal_id)
 
 
+# A deal that moves on, or closes, is no longer stuck: its "stuck" task closes with it.
+CLOSE_STUCK_TASKS = """
+UPDATE tasks SET state = 'done', closed_at = $2, closed_by = $3, note = $4
+WHERE deal_id = $1 AND kind = 'stuck_deal' AND state = 'open'"""
+
+
 async def move_stage(conn: asyncpg.Connection, viewer: User, deal_id: int, stage: str, now: datetime) -> Deal:
     """Move to `stage`; entering a stage that reserves stock reserves in the same transaction."""
     stages = {s.code: s for s in await list_stages(conn)}
@@ -383,6 +389,7 @@ async def move_stage(conn: asyncpg.Connection, viewer: User, deal_id: int, stage
         await conn.execute(CLOSE_HISTORY, deal_id, now)
         await conn.execute(INSERT_HISTORY, deal_id, stage, now, viewer.id)
         await conn.execute(SET_STAGE, deal_id, stage, now)
+        await conn.execute(CLOSE_STUCK_TASKS, deal_id, now, viewer.id or None, f"moved to {stage}")
         if stages[stage].reserves_stock:
             await _reserve_claimed(conn, viewer, deal_id, now)
     return await get_deal(conn, viewer, deal_id)
@@ -401,6 +408,7 @@ async def close_deal(conn: asyncpg.Connection, viewer: User, deal_id: int, statu
                 await stock.release(conn, item.id, item.product_id, now, viewer.id)
         await conn.execute(CLOSE_HISTORY, deal_id, now)
         await conn.execute(CLOSE_DEAL, deal_id, status, reason if status == "lost" else None, now)
+        await conn.execute(CLOSE_STUCK_TASKS, deal_id, now, viewer.id or None, f"deal {status}")
     return await get_deal(conn, viewer, deal_id)
 
 

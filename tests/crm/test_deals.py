@@ -86,6 +86,16 @@ async def test_stuck_deals_are_flagged_once_with_a_task_and_the_heads_told(conn,
     assert await conn.fetchval("SELECT count(*) FROM notifications WHERE kind = 'stuck_deal'") == 2
     moved = await deals.move_stage(conn, people["manager1"], deal.id, "offer", NOW)
     assert not moved.is_stuck(NOW)
+    # The deal moved on: its "stuck" task is done, not left open on the manager's list.
+    assert await conn.fetchval("SELECT state FROM tasks WHERE deal_id = $1", deal.id) == "done"
+
+
+async def test_a_lost_deal_takes_its_stuck_task_with_it(conn, people):
+    deal = await deals.create_deal(conn, people["manager1"], "Slow", NOW - timedelta(days=8))
+    assert [d["id"] for d in await deals.flag_stuck_deals(conn, NOW)] == [deal.id]
+    await deals.close_deal(conn, people["manager1"], deal.id, "lost", "price", NOW)
+    assert tuple(await conn.fetchrow("SELECT state, note FROM tasks WHERE deal_id = $1", deal.id)) == (
+        "done", "deal lost")
 
 
 async def test_managers_see_only_their_deals(conn, people):

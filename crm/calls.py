@@ -172,7 +172,12 @@ GET_CALL = _CALL_SELECT + """
 WHERE c.id = $1 AND ($2::bigint IS NULL OR c.user_id = $2 OR ct.manager_id = $2 OR co.manager_id = $2)
 """
 LIST_LEAD_CALLS = _CALL_SELECT + "WHERE c.lead_id = $1 ORDER BY c.started_at DESC LIMIT $2"
-LIST_DEAL_CALLS = _CALL_SELECT + "WHERE c.deal_id = $1 ORDER BY c.started_at DESC LIMIT $2"
+# The deal's calls, and those made while its client was still a lead (before the deal existed).
+LIST_DEAL_CALLS = _CALL_SELECT + """
+WHERE c.deal_id = $1
+   OR c.lead_id = (SELECT lead_id FROM deals WHERE id = $1 AND lead_id IS NOT NULL)
+ORDER BY c.started_at DESC LIMIT $2
+"""
 LIST_PARTY_CALLS = _CALL_SELECT + """
 WHERE (c.contact_id = $1 OR ($2::bigint IS NOT NULL AND c.company_id = $2))
 ORDER BY c.started_at DESC LIMIT $3

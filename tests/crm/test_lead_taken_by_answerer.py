@@ -23,3 +23,19 @@ async def test_a_lead_someone_already_has_stays_theirs(conn, factory):
     await calls_db.save_call(conn, record("9.3", "+79165550103"))
     await calls_db.save_call(conn, record("9.4", "+79165550103", answered_by="102", started=1_795_449_000.0))
     assert await conn.fetchval("SELECT manager_id FROM leads WHERE phone_e164 = '+79165550103'") == first.id
+
+
+async def test_a_deal_made_from_a_lead_shows_the_calls_from_before_it_existed(conn, factory):
+    from datetime import UTC, datetime
+
+    from crm import deals
+    from crm import leads as leads_db
+
+    manager = await factory.user("manager1", extension="101")
+    await calls_db.save_call(conn, record("9.5", "+79165550105", caller_name="Oleg"))
+    lead_id = await conn.fetchval("SELECT id FROM leads WHERE phone_e164 = '+79165550105'")
+    lead = await leads_db.convert_lead(conn, manager, lead_id, "Oleg Petrov", "", "RU")
+    deal = await deals.create_deal(conn, manager, "Pumps for Oleg", datetime.now(UTC), lead_id=lead_id,
+                                   contact_id=lead.contact_id)
+    calls = await calls_db.list_deal_calls(conn, deal.id)
+    assert [c.caller for c in calls] == ["+79165550105"]

@@ -13,7 +13,7 @@ import asyncpg
 from crm import missed, paging
 from crm.deals import open_deal_of_contact
 from crm.errors import NotFound
-from crm.leads import Lead, get_or_create_phone_lead
+from crm.leads import Lead, get_or_create_phone_lead, lead_called_back
 from crm.matching import find_caller
 from crm.missed import MissedUpdate
 from crm.users import User
@@ -256,6 +256,9 @@ async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: st
         if match is None and record.direction == "inbound" and caller_e164:
             lead = await lead_for_unknown_caller(conn, caller_e164, record.callee, record.caller_name)
         lead_id = lead.lead.id if lead else None
+        if match is None and record.direction == "outbound" and outside.startswith("+"):
+            # Calling a lead back: the call is in the lead's history, and reaching them puts the lead in work.
+            lead_id = await lead_called_back(conn, outside, record.outcome == "answered", user_id)
         call_id = await conn.fetchval(
             UPSERT_CALL, record.pbx, record.call_id, record.direction, record.caller, caller_e164,
             record.caller_name[:200], record.callee, _dt(record.started_at), _dt(record.answered_at),

@@ -190,6 +190,24 @@ async def _get_or_create(conn: asyncpg.Connection, insert: str, insert_args: tup
         return lead, True
 
 
+# A manager reached the lead on the phone: it is being worked on now (and theirs if nobody had it).
+REACHED_LEAD = """
+UPDATE leads SET status = CASE WHEN status = 'new' THEN 'in_work' ELSE status END,
+                 manager_id = coalesce(manager_id, $2), updated_at = now()
+WHERE id = $1 AND status IN ('new', 'in_work')"""
+
+
+async def lead_called_back(conn: asyncpg.Connection, e164: str, reached: bool, user_id: int | None) -> int | None:
+    """An outgoing call to a number with an open lead: the lead's id (the call joins its history); a call
+    that reached the person moves a new lead into work."""
+    row = await conn.fetchrow(OPEN_LEAD_BY_PHONE, e164)
+    if row is None:
+        return None
+    if reached:
+        await conn.execute(REACHED_LEAD, row["id"], user_id)
+    return row["id"]
+
+
 async def get_or_create_phone_lead(conn: asyncpg.Connection, e164: str, line: str, name: str = "",
                                    first_message: str = "", source: str = "phone") -> tuple[Lead, bool]:
     """The open lead of this number, created (and the heads told) if there is none."""

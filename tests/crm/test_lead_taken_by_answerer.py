@@ -39,3 +39,17 @@ async def test_a_deal_made_from_a_lead_shows_the_calls_from_before_it_existed(co
                                    contact_id=lead.contact_id)
     calls = await calls_db.list_deal_calls(conn, deal.id)
     assert [c.caller for c in calls] == ["+79165550105"]
+
+
+async def test_calling_a_lead_back_puts_the_call_in_its_history_and_the_lead_in_work(conn, factory):
+    from dataclasses import replace
+
+    manager = await factory.user("manager1", extension="101")
+    await calls_db.save_call(conn, record("9.6", "+79165550106", outcome="missed", answered_by=None))
+    lead_id = await conn.fetchval("SELECT id FROM leads WHERE phone_e164 = '+79165550106'")
+    back = replace(record("9.7", "101", started=1_795_449_500.0), direction="outbound", callee="+79165550106")
+    call_id = (await calls_db.save_call(conn, back)).id
+    assert await conn.fetchval("SELECT lead_id FROM calls WHERE id = $1", call_id) == lead_id
+    assert tuple(await conn.fetchrow("SELECT status, manager_id FROM leads WHERE id = $1", lead_id)) == (
+        "in_work", manager.id)
+    assert [c.id for c in await calls_db.list_lead_calls(conn, lead_id)][0] == call_id

@@ -78,6 +78,18 @@
       {extension: body.extension}) : (await r.json()).error.message;
   });
 
+  // A recording whose file is gone (moved, deleted by a retention job): say so instead of a silent, dead player.
+  // preload="none" means nothing is fetched until play, so the error comes when someone tries to listen.
+  // Media errors do not bubble: caught on their way down (capture), for players added later too.
+  document.addEventListener('error', (e) => {
+    const player = e.target;
+    if (!(player instanceof HTMLAudioElement) || !player.src.includes('/recordings/')) return;
+    const note = document.createElement('span');
+    note.className = 'muted recording-missing';
+    note.textContent = _('The recording file is missing');
+    player.replaceWith(note);
+  }, true);
+
   // The printable offer's button.
   document.querySelectorAll('[data-print]').forEach((b) => b.addEventListener('click', () => window.print()));
 })();

@@ -71,6 +71,12 @@ async def test_screen_pop_in_the_browser_follows_the_call(live, browser, setting
     async with manager1.expect_response(lambda r: "/recordings/" in r.url and r.status == 206) as response:
         await manager1.evaluate("document.querySelector('audio').play().catch(() => null)")
     assert (await response.value).status == 206
+    # A recording whose file has gone says so when played, instead of a dead player.
+    (settings.recordings_path / Path(recording).name).unlink()
+    fresh = await logged_in_page(browser, base_url, "manager1")  # a new browser context: nothing cached
+    await fresh.goto(f"{base_url}/contacts/{contact_id}")
+    await fresh.evaluate("document.querySelector('audio').play().catch(() => null)")
+    await expect(fresh.locator(".recording-missing")).to_have_text("The recording file is missing", timeout=10000)
     # manager2 may not open manager1's client's card.
     resp = await manager2.goto(f"{base_url}/contacts/{contact_id}")
     assert resp.status == 404

@@ -159,3 +159,22 @@ async def test_pages_load_without_script_errors(demo_live, browser):
         assert resp.status == 200, path
         await expect(page.locator("#live")).to_have_text("live", timeout=10000)
     assert problems == []
+
+
+async def test_pages_fit_a_phone_screen(live, browser):
+    """390 px wide (a phone): no page is wider than the screen; long lists scroll inside their own box."""
+    base_url, _, _ = live
+    context = await browser.new_context(viewport={"width": 390, "height": 844})
+    page = await context.new_page()
+    await page.goto(f"{base_url}/login")
+    await page.fill("input[name=login]", "head")
+    await page.fill("input[name=password]", "head")
+    await page.click("button[type=submit]")
+    too_wide = {}
+    for path in ("/", "/calls", "/missed", "/leads", "/deals", "/contacts", "/companies", "/stock"):
+        await page.goto(f"{base_url}{path}")
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        if width > 392:
+            too_wide[path] = width
+    assert too_wide == {}
+    await context.close()

@@ -11,6 +11,7 @@ from crm import errors, paging
 from crm import missed as missed_db
 from crm import users as users_db
 from crm.missed import MissedRow
+from crm.phones import normalise_caller
 from web import keys
 from web.api import read_json
 from web.auth import current_user
@@ -26,8 +27,11 @@ def _filters(request: web.Request) -> tuple[int | None, str | None, str | None]:
     manager = request.query.get("manager") or None
     if manager is not None and not manager.isdigit():
         raise errors.ValidationError("manager", "must be a user id")
-    return (int(manager) if manager else None, request.query.get("line") or None,
-            request.query.get("state") or None)
+    line = (request.query.get("line") or "").strip() or None
+    if line is not None:
+        # The line as people type it (8 495 123-45-67, 4951234567): the board keeps lines in E.164.
+        line = normalise_caller(line, request.app[keys.SETTINGS].phone_region) or line
+    return (int(manager) if manager else None, line, request.query.get("state") or None)
 
 
 def row_json(row: MissedRow, now: datetime) -> dict[str, Any]:

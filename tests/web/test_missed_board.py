@@ -127,6 +127,10 @@ async def test_board_forms_assign_and_resolve(client, conn, factory):
     reasons = board[board.index('name="reason"'):]
     assert reasons.index('value="reached_another_way"') < reasons.index('value="spam"')
     assert reasons.index("<option") == reasons.index('<option value="reached_another_way"')
+    # The line filter takes the number as people type it.
+    for typed, shown in (("8 (495) 123-45-67", True), ("4951234567", True), ("+7 495 000-00-00", False)):
+        page = await (await client.get("/missed", params={"line": typed})).text()
+        assert (f'data-row="{row_id}"' in page) == shown, typed
     resp = await client.post(f"/missed/{row_id}/assign", allow_redirects=False,
                              data={"csrf_token": csrf, "manager_id": str(manager.id)})
     assert resp.status == 302

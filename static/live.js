@@ -68,7 +68,12 @@
       card.append(list);
     }
     const actions = el('div', 'popup-actions');
-    if (p.contact) {
+    // A colleague's client: their card is not ours to open (it would be a 404), so no button for it.
+    const me = document.body.dataset;
+    const mayOpen = !p.manager_id || String(p.manager_id) === me.user || me.seesAll === '1';
+    if (!mayOpen) {
+      // nothing to open; the manager's name above says whose client it is
+    } else if (p.contact) {
       const open = el('a', 'button', _('Open card'));
       open.href = '/contacts/' + p.contact.id;
       actions.append(open);

@@ -217,6 +217,7 @@ def popup_payload(event: AgentRinging, card: CallerCard) -> dict[str, Any]:
         "contact": {"id": match.contact_id, "name": match.contact_name} if match and match.contact_id else None,
         "company": {"id": match.company_id, "name": match.company_name} if match and match.company_id else None,
         "manager": match.manager_name if match else None,
+        "manager_id": match.manager_id if match else None,
         "lead": {"id": card.lead.id, "status": card.lead.status, "name": card.lead.name} if card.lead else None,
         "history": [{"when": c.when.isoformat(), "kind": "call", "direction": c.direction, "outcome": c.outcome,
                      "talk_seconds": c.talk_seconds, "who": c.who} for c in card.history],

@@ -178,3 +178,19 @@ async def test_pages_fit_a_phone_screen(live, browser):
             too_wide[path] = width
     assert too_wide == {}
     await context.close()
+
+
+async def test_a_colleagues_client_pops_without_a_card_to_open(live, browser):
+    """Demo Client is manager1's: when the call rings manager2, the popup says whose client it is and offers
+    no "Open card" (it would be a 404 for manager2)."""
+    base_url, sim, _ = live
+    manager2 = await logged_in_page(browser, base_url, "manager2")
+    sim.place_call("74951234567", "102", 2.0, 1.0)
+    popup = manager2.locator(".popup").first
+    await expect(popup).to_contain_text("Demo Client", timeout=10000)
+    await expect(popup).to_contain_text("Manager:")
+    assert await popup.locator("a", has_text="Open card").count() == 0
+    manager1 = await logged_in_page(browser, base_url, "manager1")
+    sim.place_call("74951234567", "101", 2.0, 1.0)
+    own = manager1.locator(".popup").first
+    await expect(own.locator("a", has_text="Open card")).to_have_count(1, timeout=10000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -54,6 +55,8 @@ class Settings:
     trunk_endpoints: tuple[str, ...] = ("trunk",)
     # Phones Asterisk names otherwise than by extension, beside those on the users page: device → extension.
     devices: tuple[tuple[str, str], ...] = ()
+    # Website forms posting to /api/forms/{key}: (key, the site's origin for CORS, or "*").
+    forms: tuple[tuple[str, str], ...] = ()
     inbound_contexts: tuple[str, ...] = ("from-trunk", "from-pstn", "from-external")
     suffix_match_digits: int = 10
     routing_allowlist: tuple[str, ...] = ()
@@ -264,6 +267,21 @@ def _parse_devices(value: str | dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _parse_forms(value: str | dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """'site=https://example.ru,landing=*' or a TOML table {site = "https://example.ru"}."""
+    pairs = value.items() if isinstance(value, dict) else (
+        item.partition("=")[::2] for item in _parse_list(value))
+    out = []
+    for key, origin in pairs:
+        key, origin = str(key).strip(), str(origin).strip().rstrip("/") or "*"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
+            raise ValueError(f"{key!r}: a form key is 1-64 letters, digits, - or _")
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ValueError(f"{origin!r}: the site's origin, like https://example.ru, or *")
+        out.append((key, origin))
+    return tuple(out)
+
+
 def _parse_pbxes(value: Any) -> tuple[PbxSettings, ...]:
     if isinstance(value, str):
         pbxes = tuple(parse_pbx_url(item) for item in value.split(",") if item.strip())
@@ -333,6 +351,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("trunk_endpoints", "CALLBOARD_TRUNK_ENDPOINTS", "trunk_endpoints", _parse_list),
     ("inbound_contexts", "CALLBOARD_INBOUND_CONTEXTS", "inbound_contexts", _parse_list),
     ("devices", "CALLBOARD_DEVICES", "devices", _parse_devices),
+    ("forms", "CALLBOARD_FORMS", "forms", _parse_forms),
     ("suffix_match_digits", "CALLBOARD_SUFFIX_MATCH_DIGITS", "suffix_match_digits", _parse_positive),
     ("routing_allowlist", "CALLBOARD_ROUTING_ALLOWLIST", "routing_allowlist", _parse_networks),
     ("agi_host", "CALLBOARD_AGI_HOST", "agi_host", str),

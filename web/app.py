@@ -17,6 +17,7 @@ from web import (
     deals,
     documents,
     exchange,
+    forms,
     health,
     i18n,
     keys,
@@ -86,6 +87,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     leads.setup(app)
     missed.setup(app)
     mailserver.setup(app)
+    forms.setup(app)
     deals.setup(app)
     money.setup(app)
     documents.setup(app)

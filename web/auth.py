@@ -45,8 +45,8 @@ def _is_api(request: web.Request) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in ("/api/route", "/metrics", "/1c/exchange"):
-        return await handler(request)  # the dialplan's door, the metrics and 1C's exchange check on their own
+    if request.path in ("/api/route", "/metrics", "/1c/exchange") or request.path.startswith("/api/forms/"):
+        return await handler(request)  # the dialplan's door, metrics, 1C and website forms check on their own
     settings = request.app[keys.SETTINGS]
     pool = request.app[keys.POOL]
     request[keys.USER] = None

@@ -85,26 +85,34 @@ class IntakeHandler:
             # Not stored: the sender's server keeps it and tries again later. Nothing is lost.
             logger.error("mail from %s not stored (%s); answered 451", envelope.mail_from, exc)
             return "451 4.3.0 Temporary failure, try again later"
-        try:
-            async with self.pool.acquire() as conn:
-                result = await mail_db.process_stored(conn, message_id, raw, self.settings.phone_region,
-                                                      hours=self.settings.hours)
-        except Exception as exc:
-            # Stored already: accepted, and marked unparsed so the admin sees it and the reason on the mail page.
-            logger.exception("mail %d stored but not processed", message_id)
-            try:
-                async with self.pool.acquire() as conn:
-                    await mail_db.mark_unparsed(conn, message_id, f"{type(exc).__name__}: {exc}")
-            except (OSError, asyncpg.PostgresError):
-                logger.error("mail %d could not be marked unparsed; it stays 'received'", message_id)
+        if await file_stored(self.app, message_id, raw) is None:
             return "250 OK stored"
         self.processed += 1
-        notifier = self.app.get(keys.NOTIFIER)
-        if notifier is not None and result.notify_user_id is not None:
-            await notifier.call_event(MailReceived(result.notify_user_id, "New e-mail from a client"))
-        if notifier is not None and result.lead_created:
-            await notifier.call_event(NewLead(result.lead_id, f"New lead ({result.kind.replace('_', ' ')})"))
         return f"250 OK message {message_id} accepted"
+
+
+async def file_stored(app: web.Application, message_id: int, raw: bytes) -> mail_db.IntakeResult | None:
+    """After the raw bytes are stored: parse and file them (lead, client history, reply task) and tell people.
+    Used by every door that takes messages in (SMTP, website forms). None: kept unparsed, with the reason."""
+    pool, settings = app[keys.POOL], app[keys.SETTINGS]
+    try:
+        async with pool.acquire() as conn:
+            result = await mail_db.process_stored(conn, message_id, raw, settings.phone_region, hours=settings.hours)
+    except Exception as exc:
+        # Stored already: accepted, and marked unparsed so the admin sees it and the reason on the mail page.
+        logger.exception("message %d stored but not processed", message_id)
+        try:
+            async with pool.acquire() as conn:
+                await mail_db.mark_unparsed(conn, message_id, f"{type(exc).__name__}: {exc}")
+        except (OSError, asyncpg.PostgresError):
+            logger.error("message %d could not be marked unparsed; it stays 'received'", message_id)
+        return None
+    notifier = app.get(keys.NOTIFIER)
+    if notifier is not None and result.notify_user_id is not None:
+        await notifier.call_event(MailReceived(result.notify_user_id, "New e-mail from a client"))
+    if notifier is not None and result.lead_created:
+        await notifier.call_event(NewLead(result.lead_id, f"New lead ({result.kind.replace('_', ' ')})"))
+    return result
 
 
 def _authenticator(settings: Settings):

@@ -20,6 +20,8 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Paths that authenticate on their own (or need no user at all).
+# Doors that check their callers themselves (a token, an allowlist, a form key and a rate limit).
+SELF_CHECKING = ("/api/forms/", "/api/chats/")
 PUBLIC_PREFIXES = ("/login", "/healthz", "/readyz", "/static/", "/api/openapi.json", "/favicon")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,7 +47,7 @@ def _is_api(request: web.Request) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in ("/api/route", "/metrics", "/1c/exchange") or request.path.startswith("/api/forms/"):
+    if request.path in ("/api/route", "/metrics", "/1c/exchange") or request.path.startswith(SELF_CHECKING):
         return await handler(request)  # the dialplan's door, metrics, 1C and website forms check on their own
     settings = request.app[keys.SETTINGS]
     pool = request.app[keys.POOL]

@@ -1,4 +1,5 @@
-"""Website forms straight in: `POST /api/forms/{key}` (form-encoded or JSON, CORS for the site's origin).
+"""Website forms and chats straight in: `POST /api/forms/{key}` (form-encoded or JSON, CORS for the site's
+origin) and `POST /api/chats/{key}` (the chat widget's webhook).
 
 A submission becomes a message in the mail intake's own shape and goes through the same door: the raw bytes
 are stored first, then the same rules file it (a lead for a stranger, the client's history and a reply task
@@ -134,7 +135,60 @@ async def submit_form(request: web.Request) -> web.Response:
     return web.json_response({"status": "accepted", "id": message_id}, status=202, headers=headers)
 
 
+# The chat widget's webhook (JivoSite's shape: event_name, visitor{name, email, phone}, chat{messages[]} or an
+# offline message): the finished conversation is filed as a chat transcript, like one forwarded by e-mail.
+CHAT_EVENTS = ("chat_finished", "offline_message")
+
+
+def chat_as_message(key: str, body: dict[str, Any]) -> bytes | None:
+    """A finished chat (or an offline message) as a transcript the intake reads as a chat; None: not one."""
+    if body.get("event_name") not in CHAT_EVENTS:
+        return None
+    visitor = body.get("visitor") if isinstance(body.get("visitor"), dict) else {}
+    lines = [f"{label}: {str(visitor.get(field) or '').strip()[:MAX_FIELD]}"
+             for label, field in (("Name", "name"), ("Phone", "phone"), ("Email", "email"))
+             if str(visitor.get(field) or "").strip()]
+    chat = body.get("chat") if isinstance(body.get("chat"), dict) else {}
+    messages = chat.get("messages") if isinstance(chat.get("messages"), list) else []
+    who = {"visitor": str(visitor.get("name") or "Visitor").strip()[:60] or "Visitor", "agent": "Manager"}
+    for item in messages[:500]:
+        if isinstance(item, dict) and str(item.get("message") or item.get("text") or "").strip():
+            text = str(item.get("message") or item.get("text")).replace("\n", " ").strip()[:MAX_FIELD]
+            lines.append(f"{who.get(str(item.get('type')), 'Manager')}: {text}")
+    if body.get("event_name") == "offline_message" and str(body.get("message") or "").strip():
+        lines.append(f"Message: {str(body['message']).strip()[:MAX_FIELD]}")
+    message = EmailMessage()
+    message["From"] = f"Website chat <chat-{key}@forms.invalid>"
+    message["To"] = f"chat-{key}@forms.invalid"
+    message["Subject"] = f"Chat transcript ({body['event_name'].replace('_', ' ')}): {key}"
+    message.set_content("\n".join(line.replace("\x00", "") for line in lines) + "\n")
+    return bytes(message)
+
+
+async def chat_webhook(request: web.Request) -> web.Response:
+    """POST /api/chats/{key}: the chat widget's webhook; answers 200 to events it does not file."""
+    key = request.match_info["key"]
+    if dict(request.app[keys.SETTINGS].forms).get(key) is None:
+        return json_error(404, "no such form")
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error(400, "the body is not valid JSON")
+    raw = chat_as_message(key, body) if isinstance(body, dict) else None
+    if raw is None:
+        return web.json_response({"result": "ok", "filed": False})
+    try:
+        async with request.app[keys.POOL].acquire() as conn:
+            message_id = await mail_db.store_raw(conn, raw, request.remote or "", f"chat:{key}", [f"chat:{key}"])
+    except (OSError, asyncpg.PostgresError) as exc:
+        logger.error("chat %s not stored (%s); answered 503", key, exc)
+        return json_error(503, "try again later")  # the widget's service retries
+    await file_stored(request.app, message_id, raw)
+    return web.json_response({"result": "ok", "filed": True, "id": message_id})
+
+
 def setup(app: web.Application) -> None:
     app[LIMITER] = RateLimiter()
     app.router.add_post("/api/forms/{key:[A-Za-z0-9_-]{1,64}}", submit_form)
     app.router.add_route("OPTIONS", "/api/forms/{key:[A-Za-z0-9_-]{1,64}}", form_preflight)
+    app.router.add_post("/api/chats/{key:[A-Za-z0-9_-]{1,64}}", chat_webhook)

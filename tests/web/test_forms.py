@@ -58,3 +58,19 @@ def test_form_keys_come_from_the_settings():
     assert settings.forms == (("site", "https://zavod.example"), ("landing", "*"))
     with pytest.raises(ValueError):
         load_settings(env={"CALLBOARD_FORMS": "bad key=*"})
+
+
+async def test_a_finished_chat_is_filed_as_a_chat_lead_with_its_conversation(site, conn):
+    finished = {"event_name": "chat_finished", "visitor": {"name": "Пётр", "phone": "+7 916 555-01-27"},
+                "chat": {"messages": [{"type": "visitor", "message": "Есть ли насосы в наличии?"},
+                                      {"type": "agent", "message": "Да, 12 штук"}]}}
+    resp = await site.post("/api/chats/site", json=finished)
+    assert resp.status == 200 and (await resp.json())["filed"] is True
+    lead = await conn.fetchrow("SELECT source, name, phone_e164, first_message FROM leads")
+    assert (lead["source"], lead["name"], lead["phone_e164"]) == ("chat", "Пётр", "+79165550127")
+    assert "Есть ли насосы в наличии?" in lead["first_message"] and "Да, 12 штук" in lead["first_message"]
+    other = await site.post("/api/chats/site", json={"event_name": "chat_accepted"})
+    assert (await other.json())["filed"] is False
+    assert (await site.post("/api/chats/nope", json=finished)).status == 404
+    assert (await site.post("/api/chats/site", data=b"{x", headers={"Content-Type": "application/json"})
+            ).status == 400

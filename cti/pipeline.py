@@ -10,6 +10,7 @@ from typing import Protocol
 
 import asyncpg
 
+from crm import webhooks as webhooks_db
 from crm.callers import CallerCard, CardLead, load_card
 from crm.calls import SavedCall, lead_for_unknown_caller
 from crm.leads import Lead, NewLead
@@ -135,10 +136,13 @@ class CallPipeline:
         elif isinstance(event, AgentRinging):
             card = self._card(event.pbx, event.call_id, event.caller, "", event.caller_name, False)
             self._notify((event.pbx, event.call_id), lambda: self._ringing(event, card))
+            self._webhook("call.ringing", event, {"extension": event.extension, "caller": event.caller,
+                                                  "caller_name": event.caller_name, "direction": event.direction})
         elif isinstance(event, AgentRingStopped):
             self._notify((event.pbx, event.call_id), lambda: self.notifier.ring_stopped(event))
         elif isinstance(event, CallAnswered):
             self._notify((event.pbx, event.call_id), lambda: self.notifier.answered(event))
+            self._webhook("call.answered", event, {"extension": event.extension})
         elif isinstance(event, CallTransferred):
             self._notify((event.pbx, event.call_id), lambda: self.notifier.transferred(event))
         elif isinstance(event, CallEnded):
@@ -146,6 +150,17 @@ class CallPipeline:
             self._notify((event.pbx, event.call_id), lambda: self._ended(event))
         elif isinstance(event, AgentStateChanged):
             self._notify(("agent", event.pbx, event.extension), lambda: self.notifier.agent_state(event))
+
+    def _webhook(self, name: str, event: AgentRinging | CallAnswered, data: dict) -> None:
+        """Live call events for subscribed webhooks: queued in their own chain, never before or instead of a
+        popup (the ended call is raised by the calls table's own trigger)."""
+        body = {"pbx": event.pbx, "call_id": event.call_id, "at": event.ts, **data}
+
+        async def enqueue() -> None:
+            async with self.pool.acquire() as conn:
+                await webhooks_db.enqueue(conn, name, body)
+
+        self._notify(("webhook", event.pbx, event.call_id), enqueue)
 
     def forget(self, pbx: str) -> None:
         """The PBX's tracker starts afresh (lease lost): its live calls' cards go."""

@@ -208,3 +208,22 @@ async def test_a_node_that_regains_the_lease_starts_afresh_and_leaves_the_other_
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_live_call_events_reach_subscribed_webhooks_in_order(running, sim, conn, factory):
+    from crm import webhooks as webhooks_db
+
+    _, notifier = running
+    await factory.user("manager1", extension="101")
+    await webhooks_db.create_webhook(conn, "http://127.0.0.1:9/hook", ["call.ringing", "call.answered", "call.ended"])
+    await sim.place_call("79161112244", "101", 0.4, 0.3)
+    await until(lambda: notifier.of("call_logged"), what="the call logged")
+
+    async def queued():
+        return [r["event"] for r in await conn.fetch("SELECT event FROM webhook_deliveries ORDER BY id")]
+
+    for _ in range(50):
+        if len(await queued()) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert await queued() == ["call.ringing", "call.answered", "call.ended"]

@@ -40,6 +40,9 @@ class HttpMetrics:
         self.routing = Histogram("callboard_routing_duration_seconds",
                                  "Time to answer the dialplan's routing request (HTTP door)",
                                  buckets=ROUTING_BUCKETS, registry=self.registry)
+        self.popup = Histogram("callboard_popup_delay_seconds",
+                               "From the PBX's event (its Timestamp) to the popup sent to the ringing phone's room",
+                               buckets=ROUTING_BUCKETS, registry=self.registry)
 
 
 METRICS = web.AppKey("http_metrics", HttpMetrics)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -29,6 +31,7 @@ from web import keys
 from web.auth import SESSION_COOKIE
 from web.deals import StuckDeal
 from web.mailserver import MailReceived
+from web.metrics import METRICS
 from web.sockets import session_room
 
 logger = logging.getLogger(__name__)
@@ -99,12 +102,15 @@ class SocketNotifier:
         self.popped: dict[tuple[str, str], set[str]] = {}
         self._missed: dict[str, dict[int, str]] = {}  # room → changed row id → latest kind, not yet sent
         self._flusher: asyncio.Task | None = None
+        self.on_popup: Callable[[float], None] | None = None  # the metrics' popup delay histogram
 
     # ------------------------------------------------------------ call events
 
     async def ringing(self, event: AgentRinging, card: CallerCard) -> None:
         self.popped.setdefault((event.pbx, event.call_id), set()).add(event.extension)
         await self.sio.emit("popup", popup_payload(event, card), room=extension_room(event.extension))
+        if self.on_popup is not None:
+            self.on_popup(max(0.0, time.time() - event.ts))
 
     async def ring_stopped(self, event: AgentRingStopped) -> None:
         await self.sio.emit("popup_update", {"call_id": event.call_id, "state": "stopped",
@@ -230,6 +236,8 @@ def setup(app: web.Application) -> None:
     sio = create_sio(app[keys.SETTINGS])
     app[keys.SIO] = sio
     notifier = app[keys.NOTIFIER] = SocketNotifier(sio)
+    if METRICS in app:  # metrics.setup ran first: popups feed its delay histogram
+        notifier.on_popup = app[METRICS].popup.observe
     register_handlers(sio, app)
 
     async def close_notifier(app: web.Application) -> None:

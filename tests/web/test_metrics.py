@@ -1,5 +1,6 @@
 """Prometheus /metrics: parsed with prometheus-client's own parser; protected by an allowlist and a token."""
 
+import asyncio
 from dataclasses import replace
 
 import aiohttp
@@ -39,6 +40,16 @@ async def test_metrics_of_the_whole_service(live):
                                                     ("status", "302")))] == 1
     assert found[("callboard_calls_today", (("outcome", "answered"),))] == 0
     assert ("callboard_socket_connections", ()) in found and ("callboard_login_failures_last_hour", ()) in found
+    # A call that rings 101: its popup's delay (from the PBX's event) lands in the histogram.
+    sim.place_call("74951234567", "101", 0.5, 0.5)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            found = samples(await (await http.get(f"{base}/metrics")).text())
+            if found.get(("callboard_popup_delay_seconds_count", ()), 0) >= 1:
+                break
+            await asyncio.sleep(0.05)
+    assert found[("callboard_popup_delay_seconds_count", ())] >= 1
+    assert found[("callboard_popup_delay_seconds_sum", ())] < 5
 
 
 async def test_allowlist_and_token(settings, pool, aiohttp_client, factory):

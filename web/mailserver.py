@@ -42,6 +42,7 @@ class IntakeHandler:
         self.pool = pool
         self.app = app
         self.processed = 0
+        self.refused = 0  # senders and recipients turned away (554 address, 550 mailbox), for /metrics
 
     def _recipient_ok(self, address: str) -> bool:
         address = address.strip().lower()
@@ -60,6 +61,7 @@ class IntakeHandler:
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
         if not self._peer_ok(session):
+            self.refused += 1
             return "554 5.7.1 Your address may not send mail here"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -68,6 +70,7 @@ class IntakeHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         if not self._recipient_ok(address):
+            self.refused += 1
             return "550 5.1.1 No such mailbox here"
         envelope.rcpt_tos.append(address)
         return "250 OK"

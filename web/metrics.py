@@ -128,6 +128,9 @@ async def _families(app: web.Application) -> list[Metric]:
     if handler is not None:
         families.append(CounterMetricFamily("callboard_mail_accepted", "E-mails accepted by the SMTP intake",
                                             value=handler.processed))
+        families.append(CounterMetricFamily("callboard_mail_refused",
+                                            "SMTP senders or recipients the intake turned away",
+                                            value=getattr(handler, "refused", 0)))
     zone = ZoneInfo(settings.timezone)
     now = datetime.now(UTC)
     day_start = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)

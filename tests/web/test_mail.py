@@ -10,6 +10,7 @@ import pytest
 
 from crm import leads as leads_db
 from tests.conftest import FIXTURES, login
+from web import keys
 from web.app import create_app
 from web.keys import SMTP_PORT
 
@@ -110,6 +111,8 @@ async def test_unknown_recipient_is_refused_and_nothing_is_stored(smtp, conn):
         await send((MAIL / "web_form_ru.eml").read_bytes(), to="ceo@callboard.local")
     assert refused.value.recipients["ceo@callboard.local"][0] == 550
     assert await conn.fetchval("SELECT count(*) FROM mail_messages") == 0
+    client, _, _ = smtp
+    assert client.server.app[keys.MAIL_HANDLER].refused == 1  # counted for /metrics (callboard_mail_refused)
 
 
 async def test_too_large_is_552(smtp, conn):

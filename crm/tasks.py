@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from crm import paging
-from crm.errors import Conflict, NotFound
+from crm.errors import Conflict, Forbidden, NotFound, ValidationError
 from crm.users import User
 
 
@@ -25,6 +25,10 @@ class Task:
     mail_message_id: int | None
     deal_id: int | None
     contact_id: int | None
+    company_id: int | None = None
+    lead_id: int | None = None
+    note: str = ""
+    version: int = 1
 
     def overdue(self, now: datetime) -> bool:
         return self.state == "open" and now > self.due_at
@@ -32,7 +36,8 @@ class Task:
 
 _TASK_SELECT = """
 SELECT t.id, t.kind, t.title, t.assignee_id, u.display_name AS assignee_name, t.due_at, t.state,
-       t.missed_caller_id, t.mail_message_id, t.deal_id, m.contact_id
+       t.missed_caller_id, t.mail_message_id, t.deal_id, coalesce(t.contact_id, m.contact_id) AS contact_id,
+       t.company_id, t.lead_id, t.note, t.version
 FROM tasks t LEFT JOIN users u ON u.id = t.assignee_id LEFT JOIN mail_messages m ON m.id = t.mail_message_id
 """
 # A manager sees tasks assigned to them and unassigned ones; head and admin see all.
@@ -42,7 +47,24 @@ WHERE t.state = 'open' AND ($1::bigint IS NULL OR t.assignee_id = $1 OR t.assign
 ORDER BY t.due_at, t.id LIMIT $2
 """
 GET_TASK = _TASK_SELECT + "WHERE t.id = $1 AND ($2::bigint IS NULL OR t.assignee_id = $2 OR t.assignee_id IS NULL)"
-CLOSE_TASK = "UPDATE tasks SET state = 'done', closed_at = $2, closed_by = $3 WHERE id = $1 AND state = 'open'"
+CLOSE_TASK = """
+UPDATE tasks SET state = 'done', closed_at = $2, closed_by = $3, version = version + 1
+WHERE id = $1 AND state = 'open'"""
+INSERT_TASK = """
+INSERT INTO tasks (kind, title, assignee_id, due_at, note, contact_id, company_id, deal_id, lead_id)
+VALUES ('follow_up', $1, $2, $3, $4, $5, $6, $7, $8) RETURNING id"""
+# An edit claims the row first: two saves at once run one after the other, and the second sees the version.
+LOCK_TASK = """
+SELECT version FROM tasks WHERE id = $1 AND ($2::bigint IS NULL OR assignee_id = $2 OR assignee_id IS NULL)
+FOR UPDATE"""
+UPDATE_TASK = """
+UPDATE tasks SET title = $2, assignee_id = $3, due_at = $4, note = $5, state = $6,
+       closed_at = CASE WHEN $6 = 'open' THEN NULL ELSE coalesce(closed_at, $7) END,
+       closed_by = CASE WHEN $6 = 'open' THEN NULL ELSE coalesce(closed_by, $8) END,
+       version = version + 1
+WHERE id = $1"""
+ASSIGNABLE = "SELECT 1 FROM users WHERE id = $1 AND active"
+STATES = ("open", "done", "cancelled")
 
 
 def _scope(viewer: User) -> int | None:
@@ -72,3 +94,77 @@ async def complete_task(conn: asyncpg.Connection, viewer: User, task_id: int, no
         raise Conflict("the task is already closed")
     await conn.execute(CLOSE_TASK, task_id, now, viewer.id)
     return Task(**{**dict(row), "state": "done"})
+
+
+def _title(value: object) -> str:
+    title = value.strip() if isinstance(value, str) else ""
+    if not title or len(title) > 200:
+        raise ValidationError("title", "1 to 200 characters")
+    return title
+
+
+def _note(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 5000 or "\x00" in value:
+        raise ValidationError("note", "text up to 5000 characters")
+    return value
+
+
+async def _assignee(conn: asyncpg.Connection, viewer: User, assignee_id: object) -> int:
+    """A manager gives tasks to themselves; the head and admin to anyone active."""
+    if assignee_id is None:
+        return viewer.id
+    if isinstance(assignee_id, bool) or not isinstance(assignee_id, int) or not 0 < assignee_id < 2**63:
+        raise ValidationError("assignee_id", "a user's id")
+    if assignee_id != viewer.id and not viewer.sees_everything:
+        raise Forbidden("a manager assigns tasks to themselves; ask the head to give one to a colleague")
+    if await conn.fetchval(ASSIGNABLE, assignee_id) is None:
+        raise ValidationError("assignee_id", "not an active user")
+    return assignee_id
+
+
+async def get_task(conn: asyncpg.Connection, viewer: User, task_id: int) -> Task:
+    row = await conn.fetchrow(GET_TASK, task_id, _scope(viewer))
+    if row is None:
+        raise NotFound("task")
+    return Task(**dict(row))
+
+
+async def create_task(conn: asyncpg.Connection, viewer: User, title: object, due_at: datetime, *,
+                      assignee_id: object = None, note: object = "", contact_id: int | None = None,
+                      company_id: int | None = None, deal_id: int | None = None, lead_id: int | None = None) -> Task:
+    """A follow-up a person sets: about a contact, company, deal or lead the viewer may see (checked by the
+    caller with the usual getters, which answer NotFound otherwise)."""
+    async with conn.transaction():
+        task_id = await conn.fetchval(INSERT_TASK, _title(title), await _assignee(conn, viewer, assignee_id),
+                                      due_at, _note(note), contact_id, company_id, deal_id, lead_id)
+        return await _read(conn, task_id)
+
+
+async def _read(conn: asyncpg.Connection, task_id: int) -> Task:
+    """A task just written, read back whoever it is assigned to now (the writer was allowed to write it)."""
+    return Task(**dict(await conn.fetchrow(GET_TASK, task_id, None)))
+
+
+async def update_task(conn: asyncpg.Connection, viewer: User, task_id: int, changes: dict, now: datetime,
+                      version: int | None = None) -> Task:
+    """Edit title, due time, assignee, note or state; with `version`, an edit over a newer one is refused."""
+    async with conn.transaction():
+        current_version = await conn.fetchval(LOCK_TASK, task_id, _scope(viewer))
+        if current_version is None:
+            raise NotFound("task")
+        if version is not None and version != current_version:
+            raise Conflict("someone changed this task meanwhile; reload it to see their change")
+        task = await get_task(conn, viewer, task_id)
+        state = changes.get("state", task.state)
+        if state not in STATES:
+            raise ValidationError("state", "open, done or cancelled")
+        if task.kind == "callback" and state != task.state:
+            raise Conflict("a callback closes when the customer is reached, or from the missed-call board")
+        assignee = task.assignee_id if "assignee_id" not in changes else await _assignee(
+            conn, viewer, changes["assignee_id"])
+        await conn.execute(UPDATE_TASK, task_id, _title(changes.get("title", task.title)), assignee,
+                           changes.get("due_at", task.due_at), _note(changes.get("note", task.note)), state, now,
+                           viewer.id or None)
+        return await _read(conn, task_id)

@@ -455,7 +455,15 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
             "summary": "A receipt, shipment (oldest batch first) or write-off {product_id, kind, quantity}",
             "requestBody": json_body, "responses": {"201": {"description": "new balance"}, "409": error,
                                                     "422": error}}},
-        "/api/tasks": {"get": {"summary": "My open tasks (callbacks, replies, stuck deals)", "responses": ok}},
+        "/api/tasks": {"get": {"summary": "My open tasks (callbacks, replies, stuck deals)", "responses": ok},
+                       "post": {"summary": "Set a follow-up {title, due_at, assignee_id?, note?, contact_id? | "
+                                           "company_id? | deal_id? | lead_id?} (a manager assigns to themselves)",
+                                "requestBody": json_body,
+                                "responses": {"201": {"description": "created"}, "403": error, "404": error,
+                                              "422": error}}},
+        "/api/tasks/{id}": {"parameters": by_id, "patch": {
+            "summary": "Edit {title?, due_at?, assignee_id?, note?, state?, version?}; a stale version is 409",
+            "requestBody": json_body, "responses": {**ok, "403": error, "404": error, "409": error, "422": error}}},
         "/api/tasks/{id}/done": {"parameters": by_id, "post": {
             "summary": "Close a reply or follow-up task (callbacks close when the customer is reached)",
             "responses": {**ok, "404": error, "409": error}}},

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from web.jobs import background_task
+
 logger = logging.getLogger(__name__)
 
 Round = Callable[[web.Application], Awaitable[int]]
@@ -19,29 +21,23 @@ def polling_ctx(name: str, one_round: Round, pause: float,
                 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx running `one_round` (which answers how much it did) until shutdown. A failing round is logged
     and tried again after the pause: a database away for a while must not end the worker."""
+    async def loop(app: web.Application) -> None:
+        while True:
+            try:
+                done = await one_round(app)
+            except Exception:
+                logger.exception("%s: a round failed; trying again", name)
+                done = 0
+            if not done:
+                await asyncio.sleep(pause)
+
+    running = background_task(name, loop)
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if not enabled(app):
             yield
             return
-
-        async def loop() -> None:
-            while True:
-                try:
-                    done = await one_round(app)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("%s: a round failed; trying again", name)
-                    done = 0
-                if not done:
-                    await asyncio.sleep(pause)
-
-        task = asyncio.create_task(loop(), name=name)
-        yield
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        async for _ in running(app):
+            yield
 
     return ctx

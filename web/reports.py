@@ -6,7 +6,7 @@ import asyncio
 import csv
 import io
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -27,6 +27,7 @@ from web import keys
 from web.auth import current_user, require_role
 from web.errors import MAX_ID
 from web.i18n import N_, Reader, request_reader
+from web.jobs import background_task
 from web.render import render
 
 logger = logging.getLogger(__name__)
@@ -513,29 +514,21 @@ class Wallboard:
 AGENTS = "SELECT extension, display_name FROM users WHERE active AND extension IS NOT NULL ORDER BY extension"
 
 
-async def wallboard_loop(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: look at the figures every tick while someone on this node watches the wallboard."""
-    board = app[keys.WALLBOARD]
+async def watch_wallboard(app: web.Application) -> None:
+    """Look at the figures every tick while someone on this node watches the wallboard."""
+    board, sio = app[keys.WALLBOARD], app[keys.SIO]
+    while True:
+        await asyncio.sleep(WALLBOARD_TICK)
+        if not any(True for _ in sio.manager.get_participants("/", WALLBOARD_ROOM)):
+            board.last = {}  # the next watcher starts from a full snapshot anyway
+            continue
+        try:
+            await board.tick(sio)
+        except Exception:  # a database hiccup must not end the wallboard
+            logger.exception("wallboard update failed")
 
-    async def run() -> None:
-        sio = app[keys.SIO]
-        while True:
-            await asyncio.sleep(WALLBOARD_TICK)
-            if not any(True for _ in sio.manager.get_participants("/", WALLBOARD_ROOM)):
-                board.last = {}  # the next watcher starts from a full snapshot anyway
-                continue
-            try:
-                await board.tick(sio)
-            except Exception:  # a database hiccup must not end the wallboard
-                logger.exception("wallboard update failed")
 
-    task = asyncio.create_task(run(), name="wallboard")
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+wallboard_loop = background_task("wallboard", watch_wallboard)  # the cleanup_ctx
 
 
 def register_socket(app: web.Application) -> None:

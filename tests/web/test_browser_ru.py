@@ -2,19 +2,14 @@
 
 import asyncio
 import re
-from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import expect
 
-from crm.demo import seed_demo
-from crm.settings import PbxSettings
-from cti.simulator import AmiSimulator
+from tests.web.conftest import running_app
 from tests.web.test_browser import LAUNCH_ARGS, browser  # noqa: F401  (the fixture)
 from tests.web.test_i18n import _ENGLISH
-from web.app import create_app
-from web.keys import TELEPHONY
 
 SCREENS = ["/home", "/calls", "/missed", "/leads", "/deals", "/deals/1", "/contacts", "/stock", "/password"]
 
@@ -23,17 +18,8 @@ SCREENS = ["/home", "/calls", "/missed", "/leads", "/deals", "/deals/1", "/conta
 async def live_ru(settings, pool, conn, aiohttp_server):
     """The app with the simulator as its PBX and the demo seeded in Russian; the company setting stays English,
     so the Russian comes from the browser's Accept-Language."""
-    await seed_demo(conn, "RU", "ru")
-    sim = AmiSimulator("cti", "secret", speed=1.0)
-    await sim.start()
-    app = create_app(replace(settings, pbxes=(PbxSettings("lab", "127.0.0.1", sim.port, "cti", "secret"),)), pool)
-    server = await aiohttp_server(app)
-    for _ in range(100):
-        if app[TELEPHONY].connectors["lab"].state.state == "connected":
-            break
-        await asyncio.sleep(0.05)
-    yield str(server.make_url("")).rstrip("/"), sim
-    await sim.stop()
+    async with running_app(settings, pool, conn, aiohttp_server, "ru") as (base_url, sim, _):
+        yield base_url, sim
 
 
 async def russian_page(browser, base_url: str, login: str):  # noqa: F811

@@ -1,10 +1,12 @@
 """Routing API benchmark: 1,000,000 contacts; req/s and latency of GET /api/route against a bare
-aiohttp handler measured in the same run; the lookup alone.
+aiohttp handler measured in the same run, with known callers only and with 30 % unknown callers
+(each one gets a lead, written in the background); the lookup alone; the routing index's size and
+load time beside the dict-of-tuples index it replaced, loaded in the same run.
 
 The servers run in this process; the load comes from a second process on loopback
 (this same file with --load), open-loop at a steady rate, then closed-loop for the maximum.
 
-    python bench/routing.py [--contacts 1000000] [--rate 1000] [--seconds 10]
+    python bench/routing.py [--contacts 1000000] [--rate 1000] [--seconds 10] [--unknown 0.3]
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def percentile(values: list[float], p: float) -> float:
 
 # ------------------------------------------------------------------ the load generator (2nd process)
 
-async def run_load(url: str, rate: float, seconds: float, concurrency: int, contacts: int) -> dict:
+async def run_load(url: str, rate: float, seconds: float, concurrency: int, contacts: int,
+                   unknown: float = 0.0) -> dict:
     rng = random.Random(1)
     latencies: list[float] = []
     errors = 0
@@ -52,7 +55,10 @@ async def run_load(url: str, rate: float, seconds: float, concurrency: int, cont
     async with aiohttp.ClientSession(connector=connector) as session:
         async def one() -> None:
             nonlocal errors
-            caller = f"7916{rng.randrange(1, contacts + 1):07d}"
+            if rng.random() < unknown:
+                caller = f"7926{rng.randrange(10 ** 7):07d}"  # nobody's number: a lead is written for it
+            else:
+                caller = f"7916{rng.randrange(1, contacts + 1):07d}"
             started = time.perf_counter()
             try:
                 async with session.get(url, params={"caller": caller, "did": "74951234567", "token": TOKEN}) as r:
@@ -86,9 +92,11 @@ async def run_load(url: str, rate: float, seconds: float, concurrency: int, cont
             "p50_ms": percentile(latencies, 0.50) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
 
 
-def load_from_subprocess(url: str, rate: float, seconds: float, contacts: int, concurrency: int = 64) -> dict:
+def load_from_subprocess(url: str, rate: float, seconds: float, contacts: int, concurrency: int = 64,
+                         unknown: float = 0.0) -> dict:
     result = subprocess.run([sys.executable, __file__, "--load", url, "--rate", str(rate), "--seconds",
-                             str(seconds), "--contacts", str(contacts), "--concurrency", str(concurrency)],
+                             str(seconds), "--contacts", str(contacts), "--concurrency", str(concurrency),
+                             "--unknown", str(unknown)],
                             capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 
@@ -147,31 +155,87 @@ async def bench(args: argparse.Namespace) -> None:
             for _ in range(3000):
                 caller = f"7916{rng.randrange(1, args.contacts + 1):07d}"
                 started = time.perf_counter()
-                await router._lookup(caller, "74951234567", None)
+                await router.route(caller, "74951234567")
                 lookups.append(time.perf_counter() - started)
-            import psutil
-
-            rss_mb = psutil.Process().memory_info().rss / 1e6
             loop = asyncio.get_running_loop()
             run = loop.run_in_executor
-            base_steady = await run(None, load_from_subprocess, "http://127.0.0.1:18082/api/route", args.rate,
-                                    args.seconds, args.contacts)
-            ours_steady = await run(None, load_from_subprocess, "http://127.0.0.1:18081/api/route", args.rate,
-                                    args.seconds, args.contacts)
-            base_max = await run(None, load_from_subprocess, "http://127.0.0.1:18082/api/route", 0,
-                                 args.seconds, args.contacts, 32)
-            ours_max = await run(None, load_from_subprocess, "http://127.0.0.1:18081/api/route", 0,
-                                 args.seconds, args.contacts, 32)
+            bare_url, ours_url = "http://127.0.0.1:18082/api/route", "http://127.0.0.1:18081/api/route"
+            runs = {}
+            for name, url, rate, concurrency, unknown in (
+                    ("steady, bare aiohttp", bare_url, args.rate, 64, 0.0),
+                    ("steady, known callers", ours_url, args.rate, 64, 0.0),
+                    (f"steady, {args.unknown:.0%} unknown", ours_url, args.rate, 64, args.unknown),
+                    ("maximum, bare aiohttp", bare_url, 0, 32, 0.0),
+                    ("maximum, known callers", ours_url, 0, 32, 0.0),
+                    (f"maximum, {args.unknown:.0%} unknown", ours_url, 0, 32, args.unknown)):
+                runs[name] = await run(None, load_from_subprocess, url, rate, args.seconds, args.contacts,
+                                       concurrency, unknown)
+                print(f"{name:24} {json.dumps(runs[name])}", file=sys.stderr, flush=True)
+            await router.drain(30)
+            async with pool.acquire() as conn:
+                leads = await conn.fetchval("SELECT count(*) FROM leads")
+                sizes = await index_sizes(conn, args.suffix_digits)
         finally:
             await runner.cleanup()
             await bare.cleanup()
-    print(f"{args.contacts:,} contacts; routing index ready {index_seconds:.1f} s after start-up, "
-          f"{rss_mb:.0f} MB RSS; lookup p50 {statistics.median(lookups) * 1000:.3f} ms, "
-          f"p99 {percentile(lookups, 0.99) * 1000:.3f} ms")
-    for name, base, ours in (("steady", base_steady, ours_steady), ("maximum", base_max, ours_max)):
-        print(f"{name:8} bare aiohttp: {base['rps']:8.0f} req/s p50 {base['p50_ms']:.2f} ms p99 {base['p99_ms']:.2f} ms"
-              f" | /api/route: {ours['rps']:8.0f} req/s p50 {ours['p50_ms']:.2f} ms p99 {ours['p99_ms']:.2f} ms"
-              f" errors {ours['errors']} | ratio {ours['rps'] / base['rps']:.2f}x")
+    print(f"{args.contacts:,} contacts; routing index ready {index_seconds:.1f} s after start-up; lookup p50 "
+          f"{statistics.median(lookups) * 1000:.3f} ms, p99 {percentile(lookups, 0.99) * 1000:.3f} ms; "
+          f"{leads:,} leads written for unknown callers")
+    print(f"index load: compact {sizes['compact_s']:.2f} s, {sizes['compact_mb']:.0f} MB "
+          f"(RSS +{sizes['compact_rss_mb']:.0f} MB) | dict of tuples {sizes['dict_s']:.2f} s, "
+          f"RSS +{sizes['dict_rss_mb']:.0f} MB | {sizes['dict_s'] / sizes['compact_s']:.1f}x faster, "
+          f"{sizes['dict_rss_mb'] / sizes['compact_mb']:.1f}x smaller")
+    for kind in ("steady", "maximum"):
+        base = runs[f"{kind}, bare aiohttp"]
+        print(f"{kind:8} bare aiohttp: {base['rps']:8.0f} req/s p50 {base['p50_ms']:.2f} ms "
+              f"p99 {base['p99_ms']:.2f} ms")
+        for name, ours in runs.items():
+            if name.startswith(kind) and "bare" not in name:
+                print(f"{'':9}{name[len(kind) + 2:]:14} /api/route: {ours['rps']:8.0f} req/s "
+                      f"p50 {ours['p50_ms']:.2f} ms p99 {ours['p99_ms']:.2f} ms errors {ours['errors']} | "
+                      f"ratio {ours['rps'] / base['rps']:.2f}x")
+
+
+async def index_sizes(conn, suffix_digits: int) -> dict:
+    """The compact index and the dict-of-tuples one it replaced (its load, kept here as the baseline),
+    each loaded alone: seconds, and the growth of this process's resident memory."""
+    import gc
+
+    import psutil
+
+    from crm.routing_index import RoutingIndex
+
+    process = psutil.Process()
+    gc.collect()
+    before = process.memory_info().rss
+    started = time.perf_counter()
+    index = RoutingIndex(suffix_digits)
+    await index.load(conn)
+    sizes = {"compact_s": time.perf_counter() - started, "compact_mb": index.nbytes() / 1e6,
+             "compact_rss_mb": (process.memory_info().rss - before) / 1e6}
+    del index
+    gc.collect()
+    before = process.memory_info().rss
+    started = time.perf_counter()
+    by_suffix: dict[str, list[tuple]] = {}
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        async for row in conn.cursor(DICT_INDEX_ROWS, prefetch=10_000):
+            entry = tuple(row)
+            by_suffix.setdefault(entry[0][-suffix_digits:], []).append(entry)
+    sizes.update(dict_s=time.perf_counter() - started, dict_rss_mb=(process.memory_info().rss - before) / 1e6)
+    del by_suffix
+    return sizes
+
+
+# The index before issue 18: a dict keyed by the last digits of tuples of Python objects.
+DICT_INDEX_ROWS = """
+SELECT p.e164, p.contact_id, coalesce(ct.company_id, p.company_id) AS company_id,
+       coalesce(ct.manager_id, co.manager_id) AS manager_id, ct.name AS contact_name, co.name AS company_name
+FROM phones p
+LEFT JOIN contacts ct ON ct.id = p.contact_id
+LEFT JOIN companies co ON co.id = coalesce(ct.company_id, p.company_id)
+ORDER BY p.contact_id IS NULL, p.id
+"""
 
 
 def main() -> None:
@@ -180,11 +244,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--unknown", type=float, default=0.3, help="the share of unknown callers")
+    parser.add_argument("--suffix-digits", type=int, default=10)
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         print(json.dumps(asyncio.run(run_load(args.load, args.rate, args.seconds, args.concurrency,
-                                              args.contacts))))
+                                              args.contacts, args.unknown))))
     else:
         asyncio.run(bench(args))
 

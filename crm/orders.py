@@ -49,6 +49,7 @@ class Order:
     planned_on: date | None
     created_at: datetime
     finished_at: datetime | None
+    batch_id: int | None
 
     @property
     def is_open(self) -> bool:
@@ -68,7 +69,7 @@ def _select(kind: str) -> str:
     return f"""
 SELECT '{kind}' AS kind, o.id, i.deal_id, d.title AS deal_title, d.status AS deal_status, d.manager_id,
        u.display_name AS manager_name, o.deal_item_id, o.product_id, p.sku, p.name, p.unit, o.quantity, o.status,
-       {planned} AS planned_on, o.created_at, o.finished_at
+       {planned} AS planned_on, o.created_at, o.finished_at, o.batch_id
 FROM {table} o JOIN deal_items i ON i.id = o.deal_item_id JOIN deals d ON d.id = i.deal_id
 JOIN products p ON p.id = o.product_id LEFT JOIN users u ON u.id = d.manager_id
 """

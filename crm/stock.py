@@ -197,6 +197,9 @@ WITH left_in AS (
                                                   AND m.kind IN ('shipment', 'write_off', 'transfer_out')
                                                   AND m.created_at <= $2), 0) AS left
     FROM stock_batches b WHERE b.received_at < $1
+      -- a transfer's copy of a batch holds stock only from the transfer on
+      AND (b.origin_batch_id IS NULL OR EXISTS (SELECT 1 FROM stock_movements t WHERE t.batch_id = b.id
+                                                AND t.kind = 'transfer_in' AND t.created_at <= $2))
 )
 SELECT p.id AS product_id, p.sku, p.name, p.unit, p.price, p.made_in_house, sum(l.left) AS on_hand,
        0::numeric AS reserved

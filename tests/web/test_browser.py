@@ -154,7 +154,7 @@ async def test_pages_load_without_script_errors(demo_live, browser):
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
     for path in ("/home", "/calls", "/missed", "/leads", "/deals", "/deals/1", "/contacts", "/contacts/1",
-                 "/companies", "/stock", "/mail"):
+                 "/companies", "/stock", "/mail", "/stock/products", "/stock/products/1", "/stock/supplier-orders"):
         resp = await page.goto(f"{demo_live}{path}")
         assert resp.status == 200, path
         await expect(page.locator("#live")).to_have_text("live", timeout=10000)
@@ -171,7 +171,8 @@ async def test_pages_fit_a_phone_screen(live, browser):
     await page.fill("input[name=password]", "head")
     await page.click("button[type=submit]")
     too_wide = {}
-    for path in ("/", "/calls", "/missed", "/leads", "/deals", "/contacts", "/companies", "/stock"):
+    for path in ("/", "/calls", "/missed", "/leads", "/deals", "/contacts", "/companies", "/stock", "/stock/products",
+                 "/stock/products/1", "/stock/production", "/stock/supplier-orders"):
         await page.goto(f"{base_url}{path}")
         width = await page.evaluate("document.documentElement.scrollWidth")
         if width > 392:

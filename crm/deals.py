@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from crm import contacts, paging, stock
+from crm import contacts, orders, paging, stock
 from crm.errors import Conflict, NotFound, ValidationError
 from crm.leads import get_lead, notify_heads
 from crm.users import User
@@ -136,8 +136,8 @@ SELECT i.id, i.product_id, p.sku, p.name, p.unit, i.quantity, i.price, p.made_in
             0)) AS reserved,
   coalesce((SELECT sum(m.quantity) FROM stock_movements m WHERE m.deal_item_id = i.id AND m.kind = 'shipment'), 0)
     AS shipped,
-  coalesce((SELECT sum(o.quantity) FROM production_orders o WHERE o.deal_item_id = i.id AND o.status = 'open'),
-           0) AS in_production,
+  coalesce((SELECT sum(o.quantity) FROM production_orders o
+            WHERE o.deal_item_id = i.id AND o.status IN ('planned', 'in_work')), 0) AS in_production,
   coalesce((SELECT sum(o.quantity) FROM supplier_orders o WHERE o.deal_item_id = i.id AND o.status = 'open'),
            0) AS ordered
 FROM deal_items i JOIN products p ON p.id = i.product_id WHERE i.deal_id = $1 ORDER BY i.id
@@ -151,17 +151,6 @@ SELECT 'supplier', o.id, o.deal_item_id, p.sku, p.name, o.quantity, o.status, o.
 FROM supplier_orders o JOIN deal_items i ON i.id = o.deal_item_id JOIN products p ON p.id = o.product_id
 WHERE i.deal_id = $1
 ORDER BY created_at, id
-"""
-# An order of this deal still open, locked while it becomes stock.
-CLAIM_PRODUCTION = """
-UPDATE production_orders o SET status = 'done' FROM deal_items i
-WHERE o.id = $1 AND i.id = o.deal_item_id AND i.deal_id = $2 AND o.status = 'open'
-RETURNING o.deal_item_id, o.product_id, o.quantity
-"""
-CLAIM_SUPPLIER = """
-UPDATE supplier_orders o SET status = 'received' FROM deal_items i
-WHERE o.id = $1 AND i.id = o.deal_item_id AND i.deal_id = $2 AND o.status = 'open'
-RETURNING o.deal_item_id, o.product_id, o.quantity
 """
 INSERT_PRODUCTION = "INSERT INTO production_orders (deal_item_id, product_id, quantity) VALUES ($1, $2, $3)"
 INSERT_SUPPLIER = "INSERT INTO supplier_orders (deal_item_id, product_id, quantity) VALUES ($1, $2, $3)"
@@ -344,16 +333,16 @@ async def list_orders(conn: asyncpg.Connection, deal_id: int) -> list[dict]:
 
 async def complete_order(conn: asyncpg.Connection, viewer: User, deal_id: int, kind: str, order_id: int,
                          now: datetime) -> list[DealItem]:
-    """Made or delivered: the quantity enters stock as a batch and is reserved for its deal item."""
-    if kind not in ("production", "supplier"):
+    """Made or delivered: the quantity enters stock as a batch and is reserved for its deal item (crm.orders)."""
+    if kind not in orders.KINDS:
         raise ValidationError("kind", "production or supplier")
+    stock.require_goods_role(viewer)
     async with conn.transaction():
         await _claim(conn, viewer, deal_id, must_be_open=False)
-        row = await conn.fetchrow(CLAIM_PRODUCTION if kind == "production" else CLAIM_SUPPLIER, order_id, deal_id)
-        if row is None:
-            raise NotFound("open order")
-        await stock.receive(conn, row["product_id"], row["quantity"], now, viewer.id)
-        await stock.reserve(conn, row["product_id"], row["quantity"], row["deal_item_id"], now, viewer.id)
+        try:
+            await orders.finish_order(conn, viewer, kind, order_id, now, deal_id=deal_id)
+        except NotFound:
+            raise NotFound("open order") from None
     return await list_items(conn, deal_id)
 
 

@@ -249,6 +249,12 @@ def _schema_ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _stock_paths(error: dict[str, Any]) -> dict[str, Any]:
+    from web.stock import openapi_paths  # imported here: web.stock imports this module
+
+    return openapi_paths(error)
+
+
 def openapi_spec() -> dict[str, Any]:
     error = {"description": "error", "content": {"application/json": {"schema": _schema_ref("Error")}}}
     party_paths: dict[str, Any] = {}
@@ -314,6 +320,7 @@ def openapi_spec() -> dict[str, Any]:
             **_more_paths(error),
             **_money_paths(error),
             **report_paths(error),
+            **_stock_paths(error),
             "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "list"}}},
                            "post": {"summary": "Create a user (admin)", "responses": {"201": {
                                "description": "created"}, "403": error, "409": error, "422": error}}},
@@ -447,12 +454,15 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
                                    ("reserve", "Reserve what stock has; order the rest"))},
         "/api/products": {
             "get": {"summary": "Products with balances", "parameters": query("q"), "responses": ok},
-            "post": {"summary": "Create a product {sku, name, unit, price, barcode?, made_in_house} (head, admin)",
+            "post": {"summary": "Create a product {sku, name, unit, price, barcode?, made_in_house} "
+                                "(warehouse, head, admin)",
                      "requestBody": json_body, "responses": {"201": {"description": "created"}, "409": error}}},
         "/api/stock": {"get": {"summary": "Balances (on hand, reserved, available) and illiquid products",
                                "parameters": query("q", "illiquid_days"), "responses": ok}},
         "/api/stock/movements": {"post": {
-            "summary": "A receipt, shipment (oldest batch first) or write-off {product_id, kind, quantity}",
+            "summary": "A receipt {product_id, kind, quantity, warehouse_id?, expires_on?, document_number?}, "
+                       "shipment (oldest batch first) or write-off (with a reason); see also /api/stock/receipts, "
+                       "/api/stock/writeoffs, /api/stock/transfers",
             "requestBody": json_body, "responses": {"201": {"description": "new balance"}, "409": error,
                                                     "422": error}}},
         "/api/tasks": {"get": {"summary": "My open tasks (callbacks, replies, stuck deals)", "responses": ok},

@@ -35,6 +35,7 @@ from web import (
     reports,
     routing,
     sockets,
+    stock,
     telephony,
     tokens,
     webhooks,
@@ -89,6 +90,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     mailserver.setup(app)
     forms.setup(app)
     deals.setup(app)
+    stock.setup(app)  # the warehouse's screens (web/stock.py)
     money.setup(app)
     documents.setup(app)
     company.setup(app)

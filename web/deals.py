@@ -115,13 +115,6 @@ async def _create(request: web.Request, data: dict[str, Any]) -> Deal:
             probability=20 if probability in (None, "") else probability, source=text_field(data, "source"))
 
 
-def _goods_handler(user) -> None:
-    """Goods arrive by the warehouse's hand (the head and admin may stand in): a manager cannot mark a
-    supplier order received or a production order made."""
-    if user.role not in ("warehouse", "head", "admin"):
-        raise errors.Forbidden("only the warehouse marks goods received or made")
-
-
 async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
     user = current_user(request)
     deal_id = path_id(request, "deal_id")
@@ -145,7 +138,7 @@ async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
         elif action == "ship":
             await deals_db.ship_item(conn, user, deal_id, int_field(data, "item_id", True), _now())
         elif action == "order-done":
-            _goods_handler(user)
+            stock.require_goods_role(user)  # a manager cannot mark a supplier order received or goods made
             await deals_db.complete_order(conn, user, deal_id, text_field(data, "kind"),
                                           int_field(data, "order_id", True), _now())
         elif action == "reserve":
@@ -194,7 +187,7 @@ async def products_api(request: web.Request) -> web.Response:
 
 
 async def create_product_api(request: web.Request) -> web.Response:
-    require_role(request, "admin", "head", "warehouse")
+    require_role(request, *stock.GOODS_ROLES)
     body = await read_json(request)
     async with request.app[keys.POOL].acquire() as conn:
         product = await stock.create_product(conn, text_field(body, "sku"), text_field(body, "name"),
@@ -221,18 +214,23 @@ async def stock_api(request: web.Request) -> web.Response:
 
 
 async def stock_movement_api(request: web.Request) -> web.Response:
-    """Receipts, shipments and write-offs: the warehouse's work (and the head's and admin's)."""
-    user = require_role(request, "admin", "head", "warehouse")
+    """Receipts, shipments and write-offs: the warehouse's work (and the head's and admin's). Receipts, write-offs
+    and transfers have their own doors too (web/stock.py), with the same rules."""
+    user = require_role(request, *stock.GOODS_ROLES)
     body = await read_json(request)
     product_id = int_field(body, "product_id", required=True)
     kind = text_field(body, "kind")
     async with request.app[keys.POOL].acquire() as conn:
         await stock.get_product(conn, product_id)
         if kind == "receipt":
-            await stock.receive(conn, product_id, body.get("quantity"), _now(), user.id)
-        elif kind in ("shipment", "write_off"):
-            await stock.ship(conn, product_id, body.get("quantity"), _now(),
-                             int_field(body, "deal_item_id"), user.id, kind)
+            await stock.receive(conn, product_id, body.get("quantity"), _now(), user.id, body.get("expires_on"),
+                                int_field(body, "warehouse_id"), body.get("document_number"))
+        elif kind == "write_off":
+            await stock.write_off(conn, user, product_id, body.get("quantity"), body.get("reason"), _now(),
+                                  int_field(body, "warehouse_id"))
+        elif kind == "shipment":
+            await stock.ship(conn, product_id, body.get("quantity"), _now(), int_field(body, "deal_item_id"), user.id,
+                             kind, int_field(body, "warehouse_id"))
         else:
             raise errors.ValidationError("kind", "receipt, shipment or write_off")
         balance = await stock.balance(conn, product_id)

@@ -61,6 +61,12 @@ CODE_LABELS = {
     # mail intake: kinds and statuses; orders
     "request": N_("request"), "order": N_("order"), "parsed": N_("parsed"), "unparsed": N_("unparsed"),
     "filed": N_("filed"), "received": N_("received"), "done": N_("done"),
+    # production order states; stock movement kinds (web/stock.py)
+    "planned": N_("planned"), "made": N_("made"), "receipt": N_("receipt"), "shipment": N_("shipment"),
+    "write_off": N_("write-off"), "transfer_out": N_("transfer out"), "transfer_in": N_("transfer in"),
+    "reservation": N_("reservation"), "release": N_("release"), "warehouse_id": N_("warehouse"),
+    "expires_on": N_("expiry date"), "planned_on": N_("planned date"), "document_number": N_("document number"),
+    "sku": N_("SKU"), "barcode": N_("barcode"), "state": N_("state"),
     # things named in "not found" messages
     "contact": N_("contact"), "company": N_("company"), "deal": N_("deal"), "lead": N_("lead"),
     "user": N_("user"), "task": N_("task"), "product": N_("product"), "item": N_("item"),
@@ -136,6 +142,8 @@ SERVER_TEXTS = (
      N_("This %(thing)s does not exist, or it is not yours.")),
     (r"^Reply: (?P<subject>.*)$", N_("Reply: %(subject)s")),
     (r"^New (?P<kind>[a-z ]+) from (?P<name>.*)$", N_("New %(kind)s from %(name)s")),
+    (r"^only (?P<quantity>[0-9.]+) on hand$", N_("only %(quantity)s on hand")),
+    (r"^only (?P<quantity>[0-9.]+) on hand in this warehouse$", N_("only %(quantity)s on hand in this warehouse")),
 )
 _LABELLED = ("what", "source", "kind", "stage", "thing")
 _SERVER_TEXTS = tuple((re.compile(pattern, re.S), message) for pattern, message in SERVER_TEXTS)

@@ -154,7 +154,9 @@ PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=o
          "/invoices/1/print", "/payments", "/payments/1", "/receivables", "/contracts", "/contracts/1",
          "/reports/managers", "/reports/funnel", "/reports/sources", "/reports/service", "/reports/segments",
          "/reports/calls?metric=offered", "/reports/deals?metric=deals_won", "/reports/leads?metric=leads",
-         "/wallboard"]
+         "/wallboard", "/stock/products", "/stock/products/1", "/stock/products/new", "/stock/products/1/edit",
+         "/stock/production", "/stock/production?state=all", "/stock/supplier-orders",
+         "/stock/supplier-orders?state=all"]
 
 
 async def seed_russian_day(conn, settings):

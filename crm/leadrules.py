@@ -176,12 +176,12 @@ def same_line(rule_line: str, lead_line: str) -> bool:
 
 def clean_prefixes(value: object) -> list[str]:
     """'+7495, +7499' or a list: E.164 prefixes (a '+' and 1 to 8 digits), in the order given, once each."""
-    parts = re.split(r"[,;\s]+", value) if isinstance(value, str) else list(value or [])
+    parts = re.split(r"[,;\n]+", value) if isinstance(value, str) else list(value or [])
     prefixes: list[str] = []
     for part in parts:
         if not isinstance(part, str):
             raise ValidationError("prefixes", "prefixes are text like +7495")
-        part = part.strip().replace("(", "").replace(")", "").replace("-", "")
+        part = re.sub(r"[\s()\-]", "", part)
         if not part:
             continue
         if not re.fullmatch(r"\+?[1-9]\d{0,7}", part):

@@ -123,8 +123,17 @@ class SocketNotifier:
                                                              "answered_by": event.extension})
 
     async def transferred(self, event: CallTransferred) -> None:
-        await self._update_popped(event.pbx, event.call_id, {"call_id": event.call_id, "state": "transferred",
-                                                             "answered_by": event.transfer.to})
+        """The agent who passed the call on is told it left them ("transferred_away": the popup closes) and
+        follows it no further; whoever still shows it learns where it went."""
+        popped = self.popped.get((event.pbx, event.call_id), set())
+        source = event.transfer.from_
+        for extension in sorted(popped):
+            state = "transferred_away" if extension == source else "transferred"
+            await self.sio.emit("popup_update", {"call_id": event.call_id, "state": state,
+                                                 "answered_by": event.transfer.to, "from": source},
+                                room=extension_room(extension))
+        if source is not None and source != event.transfer.to:
+            popped.discard(source)
 
     async def ended(self, event: CallEnded) -> None:
         body = _ended_body(event.record)

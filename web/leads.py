@@ -106,8 +106,8 @@ _FORM_FIELDS = ("name", "phone", "email", "company_name", "message", "source")
 
 
 async def new_lead_page(request: web.Request) -> web.Response:
-    return render(request, "lead_form.html", lead=None, values={}, sources=leads_db.SOURCES, problem=None,
-                  duplicate=None)
+    return render(request, "lead_form.html", lead=None, values=dict.fromkeys(_FORM_FIELDS, ""),
+                  sources=leads_db.SOURCES, problem=None, duplicate=None)
 
 
 async def new_lead_form(request: web.Request) -> web.Response:

@@ -95,7 +95,8 @@ async def test_mail_to_a_mailbox_and_a_website_form_follow_their_rules(conn, fac
 
 
 async def test_a_lead_entered_by_the_head_is_distributed_one_by_a_manager_stays_theirs(conn, factory):
-    head, entering, picked = await factory.user("head", role="head"), await factory.user("mgr1"), await factory.user("mgr2")
+    head = await factory.user("head", role="head")
+    entering, picked = await factory.user("mgr1"), await factory.user("mgr2")
     await on_duty(conn, picked)
     await add_rule(conn, "assign", [picked], channel="manual")
     by_head = await leads_db.create_manual_lead(conn, head, "Oleg", "+79160000010", None, "Uralmash", "Pumps")

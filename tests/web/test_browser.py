@@ -171,7 +171,8 @@ async def test_pages_fit_a_phone_screen(live, browser):
     await page.fill("input[name=password]", "head")
     await page.click("button[type=submit]")
     too_wide = {}
-    for path in ("/", "/calls", "/missed", "/leads", "/deals", "/contacts", "/companies", "/stock"):
+    for path in ("/", "/calls", "/missed", "/leads", "/deals", "/contacts", "/companies", "/stock", "/leads/rules",
+                 "/leads/new"):
         await page.goto(f"{base_url}{path}")
         width = await page.evaluate("document.documentElement.scrollWidth")
         if width > 392:

@@ -131,3 +131,15 @@ async def test_the_heads_home_page_lists_leads_waiting(client, conn, factory):
     assert 'id="leads-waiting"' in home and f'href="/leads/{lead.id}"' in home and "no manager for 40 minutes" in home
     await login(client, "manager1")
     assert 'id="leads-waiting"' not in await (await client.get("/home")).text()
+
+
+def test_the_new_lead_routes_are_in_openapi():
+    from web.api import openapi_spec
+
+    paths = openapi_spec()["paths"]
+    assert {"get", "post"} <= set(paths["/api/lead-rules"])
+    assert {"put", "delete"} <= set(paths["/api/lead-rules/{id}"])
+    assert "post" in paths["/api/lead-rules/{id}/move"] and "put" in paths["/api/lead-rules/limits"]
+    assert "get" in paths["/api/leads/waiting"]
+    assert {"get", "patch"} <= set(paths["/api/leads/{id}"])
+    assert "409" in paths["/api/leads/{id}"]["patch"]["responses"]

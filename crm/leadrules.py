@@ -294,10 +294,13 @@ async def distribute(conn: asyncpg.Connection, lead_id: int) -> int | None:
     """Give a new lead without a manager the manager of the first rule that matches it and has somebody on duty;
     tell that manager (stored notification). Runs inside the transaction that created the lead. The manager's id,
     or None when no rule placed it."""
+    rules = [_rule(r) for r in await conn.fetch(ACTIVE_RULES)]
+    if not rules:
+        return None  # one quick query on the call path when the head has set no rules
     lead = await conn.fetchrow(LEAD_TO_PLACE, lead_id)
     if lead is None:
         return None
-    for rule in [_rule(r) for r in await conn.fetch(ACTIVE_RULES)]:
+    for rule in rules:
         if not rule.matches(lead["source"], lead["line"], lead["phone_e164"]):
             continue
         on_duty = {r["id"] for r in await conn.fetch(ON_DUTY, rule.manager_ids)}

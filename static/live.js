@@ -146,6 +146,12 @@
       setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 8000);
     } else if (u.state === 'transferred') {
       state.textContent = fill(_('Transferred to %(who)s'), {who: u.answered_by || '…'});
+    } else if (u.state === 'transferred_away') {
+      // This agent passed the call on: it is no longer theirs, so the card says so and goes.
+      badge.textContent = _('Transferred');
+      badge.className = 'badge unknown';
+      state.textContent = fill(_('Transferred to %(who)s'), {who: u.answered_by || '…'});
+      setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 8000);
     } else if (u.state === 'ended') {
       badge.textContent = _('Ended');
       badge.className = 'badge unknown';
@@ -180,7 +186,7 @@
     document.dispatchEvent(new CustomEvent('callboard:task', {detail: t}));
     const box = document.getElementById('toast');
     if (!box) return;
-    box.textContent = fill(_('%(text)s — see the missed-call board'), {text: text(t.text)});
+    box.textContent = t.lead_id ? text(t.text) : fill(_('%(text)s — see the missed-call board'), {text: text(t.text)});
     box.className = 'show';
     setTimeout(() => { box.className = ''; }, 8000);
   });

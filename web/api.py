@@ -14,6 +14,7 @@ from crm.users import User
 from web import keys
 from web.auth import current_user, require_role
 from web.errors import MAX_ID, path_id
+from web.leadrules import openapi_paths as lead_rule_paths
 from web.paging import page_args, page_json
 from web.reports import openapi_paths as report_paths
 from web.sockets import user_changed
@@ -321,6 +322,7 @@ def openapi_spec() -> dict[str, Any]:
             **_money_paths(error),
             **report_paths(error),
             **_stock_paths(error),
+            **lead_rule_paths(error),
             "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "list"}}},
                            "post": {"summary": "Create a user (admin)", "responses": {"201": {
                                "description": "created"}, "403": error, "409": error, "422": error}}},
@@ -425,10 +427,19 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
         "/api/leads": {
             "get": {"summary": "Leads (a manager: their own)", "parameters": query("status", "source"),
                     "responses": {**ok, "422": error}},
-            "post": {"summary": "Create a lead by hand {name, phone, email, company_name, message}",
-                     "requestBody": json_body, "responses": {"201": {"description": "created"}, "409": error}}},
+            "post": {"summary": "Create a lead by hand {name, phone, email, company_name, message, source?}; "
+                                "entered by the head, the distribution rules place it; a phone or e-mail of an "
+                                "open lead answers 409 with that lead's `lead_id`",
+                     "requestBody": json_body, "responses": {"201": {"description": "created"}, "409": error,
+                                                             "422": error}}},
         "/api/leads/{id}": {"parameters": by_id, "get": {"summary": "One lead with its calls",
-                                                         "responses": {**ok, "404": error}}},
+                                                         "responses": {**ok, "404": error}},
+                            "patch": {"summary": "Edit {name?, phone?, email?, company_name?, first_message?, "
+                                                 "version?} of an open lead (a manager: their own); a stale "
+                                                 "version is 409, so is another open lead's phone or e-mail "
+                                                 "(with its `lead_id`)",
+                                      "requestBody": json_body,
+                                      "responses": {**ok, "404": error, "409": error, "422": error}}},
         **{f"/api/leads/{{id}}/{action}": {"parameters": by_id, "post": {
             "summary": summary, "requestBody": json_body, "responses": {**ok, "403": error, "409": error,
                                                                         "422": error}}}

@@ -21,6 +21,7 @@ from web import (
     health,
     i18n,
     keys,
+    leadrules,
     leads,
     mailserver,
     memory,
@@ -86,6 +87,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     pages.setup(app)
     api.setup(app)
     leads.setup(app)
+    leadrules.setup(app)
     missed.setup(app)
     mailserver.setup(app)
     forms.setup(app)

@@ -18,6 +18,7 @@ from crm import deals as deals_db
 from crm import documents as documents_db
 from crm import errors, paging, stock
 from crm import invoices as invoices_db
+from crm import leadrules as leadrules_db
 from crm import leads as leads_db
 from crm import mail as mail_db
 from crm import missed as missed_db
@@ -315,8 +316,10 @@ async def home_page(request: web.Request) -> web.Response:
         sales = await deals_db.illiquid_sales(conn, user, month_start, ILLIQUID_DAYS)
         my_tasks = [t for t in await tasks_db.list_open_tasks(conn, user) if t.kind != "callback"]
         slow = (await stock.illiquid(conn, now, ILLIQUID_DAYS))[:5]
+        waiting = await leadrules_db.list_waiting_leads(conn, now) if user.sees_everything else []
     return render(request, "home.html", now=now, stuck=[d for d in open_deals if d.is_stuck(now)], tasks=my_tasks,
-                  open_deals=open_deals, callbacks=callbacks, illiquid_sales=sales, illiquid_items=slow)
+                  open_deals=open_deals, callbacks=callbacks, illiquid_sales=sales, illiquid_items=slow,
+                  leads_waiting=waiting)
 
 
 async def tasks_api(request: web.Request) -> web.Response:

@@ -172,7 +172,7 @@ async def test_pages_fit_a_phone_screen(live, browser):
     await page.click("button[type=submit]")
     too_wide = {}
     for path in ("/", "/calls", "/missed", "/leads", "/deals", "/contacts", "/companies", "/stock", "/stock/products",
-                 "/stock/products/1", "/stock/production", "/stock/supplier-orders"):
+                 "/stock/products/1", "/stock/production", "/stock/supplier-orders", "/leads/rules", "/leads/new"):
         await page.goto(f"{base_url}{path}")
         width = await page.evaluate("document.documentElement.scrollWidth")
         if width > 392:

@@ -156,7 +156,8 @@ PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=o
          "/reports/calls?metric=offered", "/reports/deals?metric=deals_won", "/reports/leads?metric=leads",
          "/wallboard", "/stock/products", "/stock/products/1", "/stock/products/new", "/stock/products/1/edit",
          "/stock/production", "/stock/production?state=all", "/stock/supplier-orders",
-         "/stock/supplier-orders?state=all"]
+         "/stock/supplier-orders?state=all",
+         "/leads/rules", "/leads/new", "/leads/1/edit"]
 
 
 async def seed_russian_day(conn, settings):

@@ -154,7 +154,7 @@ PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=o
          "/invoices/1/print", "/payments", "/payments/1", "/receivables", "/contracts", "/contracts/1",
          "/reports/managers", "/reports/funnel", "/reports/sources", "/reports/service", "/reports/segments",
          "/reports/calls?metric=offered", "/reports/deals?metric=deals_won", "/reports/leads?metric=leads",
-         "/wallboard"]
+         "/wallboard", "/tasks", "/tasks?week=2026-12-07", "/tasks/1"]
 
 
 async def seed_russian_day(conn, settings):

@@ -160,3 +160,14 @@ async def test_a_task_done_before_its_reminder_is_not_reminded(client, factory, 
         assert await conn.fetchval("SELECT reminded_at FROM tasks WHERE id = $1", done["id"]) is None
     finally:
         await mine.close()
+
+
+async def test_openapi_documents_remind_at(client):
+    paths = (await (await client.get("/api/openapi.json")).json())["paths"]
+    for path, method in (("/api/tasks", "post"), ("/api/tasks/{id}", "patch")):
+        operation = paths[path][method]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert "remind_at" in operation["summary"] and schema["properties"]["remind_at"]["format"] == "date-time"
+    assert paths["/api/tasks"]["post"]["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "title", "due_at"]
+    assert "/api/tasks/reminders" in paths

@@ -360,7 +360,10 @@ async def edit_task_form(request: web.Request) -> web.Response:
     form = await request.post()
     settings = request.app[keys.SETTINGS]
     due, remind_at = _form_due(form, settings)
-    changes: dict[str, Any] = {"title": form.get("title"), "note": form.get("note", ""), "due_at": due}
+    changes: dict[str, Any] = {"note": form.get("note", ""), "due_at": due}
+    # A title the server wrote is shown in the reader's language; left as shown, the stored sentence stays.
+    if form.get("title") != form.get("shown_title"):
+        changes["title"] = form.get("title")
     if form.get("remind") != "keep":
         changes["remind_at"] = remind_at
     if form.get("assignee_id"):

@@ -36,6 +36,13 @@
     }
   };
   document.addEventListener('click', askPermission, {once: true});
+  // A desktop notification when the person allowed them (task reminders use it too); a click brings the tab forward.
+  window.callboardNotify = (title, body, options) => {
+    if (!('Notification' in window) || Notification.permission !== 'granted') return null;
+    const n = new Notification(title, Object.assign({body: body}, options || {}));
+    n.onclick = () => { window.focus(); n.close(); };
+    return n;
+  };
 
   function renderPopup(p) {
     const card = el('section', 'popup ringing');
@@ -122,10 +129,9 @@
     const card = renderPopup(p);
     popups.set(p.call_id, card);
     stack.prepend(card);
-    if (document.hidden && 'Notification' in window && Notification.permission === 'granted') {
-      const n = new Notification(fill(_('Call: %(number)s'), {number: p.display}),
-        {body: (p.contact && p.contact.name) || p.caller_name || _('New lead')});
-      n.onclick = () => { window.focus(); n.close(); };
+    if (document.hidden) {
+      window.callboardNotify(fill(_('Call: %(number)s'), {number: p.display}),
+        (p.contact && p.contact.name) || p.caller_name || _('New lead'));
     }
   });
 

@@ -256,6 +256,19 @@ def _stock_paths(error: dict[str, Any]) -> dict[str, Any]:
     return openapi_paths(error)
 
 
+def _task_body(required: list[str]) -> dict[str, Any]:
+    """POST and PATCH /api/tasks: times in ISO 8601 (without a zone: the company's)."""
+    moment = {"type": "string", "format": "date-time"}
+    link = {"type": ["integer", "null"]}
+    return {"content": {"application/json": {"schema": {"type": "object", "required": required, "properties": {
+        "title": {"type": "string", "maxLength": 200}, "due_at": moment,
+        "remind_at": {**moment, "type": ["string", "null"],
+                      "description": "when to push the reminder to the assignee; null: no reminder"},
+        "assignee_id": {"type": "integer"}, "note": {"type": "string"},
+        "state": {"type": "string", "enum": ["open", "done", "cancelled"]}, "version": {"type": "integer"},
+        "contact_id": link, "company_id": link, "deal_id": link, "lead_id": link}}}}}
+
+
 def openapi_spec() -> dict[str, Any]:
     error = {"description": "error", "content": {"application/json": {"schema": _schema_ref("Error")}}}
     party_paths: dict[str, Any] = {}
@@ -477,14 +490,20 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
             "requestBody": json_body, "responses": {"201": {"description": "new balance"}, "409": error,
                                                     "422": error}}},
         "/api/tasks": {"get": {"summary": "My open tasks (callbacks, replies, stuck deals)", "responses": ok},
-                       "post": {"summary": "Set a follow-up {title, due_at, assignee_id?, note?, contact_id? | "
-                                           "company_id? | deal_id? | lead_id?} (a manager assigns to themselves)",
-                                "requestBody": json_body,
+                       "post": {"summary": "Set a follow-up {title, due_at, remind_at?, assignee_id?, note?, "
+                                           "contact_id? | company_id? | deal_id? | lead_id?} (a manager assigns to "
+                                           "themselves); remind_at left out: reminded at due_at; null: no reminder",
+                                "requestBody": _task_body(required=["title", "due_at"]),
                                 "responses": {"201": {"description": "created"}, "403": error, "404": error,
                                               "422": error}}},
+        "/api/tasks/reminders": {"get": {
+            "summary": "My reminders sent in the last 30 minutes for tasks still open (they are pushed live as the "
+                       "socket.io event `reminder` at remind_at)", "responses": ok}},
         "/api/tasks/{id}": {"parameters": by_id, "patch": {
-            "summary": "Edit {title?, due_at?, assignee_id?, note?, state?, version?}; a stale version is 409",
-            "requestBody": json_body, "responses": {**ok, "403": error, "404": error, "409": error, "422": error}}},
+            "summary": "Edit {title?, due_at?, remind_at?, assignee_id?, note?, state?, version?}; a stale version is "
+                       "409; a new remind_at arms the reminder again; a new due_at alone moves the reminder with it",
+            "requestBody": _task_body(required=[]),
+            "responses": {**ok, "403": error, "404": error, "409": error, "422": error}}},
         "/api/tasks/{id}/done": {"parameters": by_id, "post": {
             "summary": "Close a reply or follow-up task (callbacks close when the customer is reached)",
             "responses": {**ok, "404": error, "409": error}}},

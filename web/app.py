@@ -37,6 +37,7 @@ from web import (
     routing,
     sockets,
     stock,
+    tasks,
     telephony,
     tokens,
     webhooks,
@@ -105,6 +106,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     reports.setup(app)  # after realtime: the wallboard's socket event
+    tasks.setup(app)  # after realtime: reminders go out through its notifier
     telephony.setup(app)
     routing.setup(app)  # after telephony: the router reads the agents' states
     memory.setup(app)  # last: freezes what start-up and the routing index loaded

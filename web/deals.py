@@ -7,19 +7,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from crm import calls as calls_db
-from crm import contacts as contacts_db
 from crm import contracts as contracts_db
 from crm import deals as deals_db
 from crm import documents as documents_db
-from crm import errors, paging, stock
+from crm import errors, stock
 from crm import invoices as invoices_db
 from crm import leadrules as leadrules_db
-from crm import leads as leads_db
 from crm import mail as mail_db
 from crm import missed as missed_db
 from crm import tasks as tasks_db
@@ -322,78 +319,6 @@ async def home_page(request: web.Request) -> web.Response:
                   leads_waiting=waiting)
 
 
-async def tasks_api(request: web.Request) -> web.Response:
-    limit, after = page_args(request, 100)
-    async with request.app[keys.POOL].acquire() as conn:
-        page = paging.page(await tasks_db.list_open_tasks(conn, current_user(request), limit + 1, after), limit,
-                           tasks_db.task_key)
-    found = page.items
-    now = _now()
-    items = [task_json(t, now) for t in found]
-    return web.json_response(page_json(request, page, items))
-
-
-def task_json(t: tasks_db.Task, now: datetime) -> dict[str, Any]:
-    return {"id": t.id, "kind": t.kind, "title": t.title, "assignee_id": t.assignee_id,
-            "assignee_name": t.assignee_name, "due_at": t.due_at.isoformat(), "overdue": t.overdue(now),
-            "state": t.state, "note": t.note, "deal_id": t.deal_id, "contact_id": t.contact_id,
-            "company_id": t.company_id, "lead_id": t.lead_id, "missed_caller_id": t.missed_caller_id,
-            "version": t.version}
-
-
-def _due(value: object, settings) -> datetime:
-    """ISO 8601; a time without a zone is the company's."""
-    if not isinstance(value, str):
-        raise errors.ValidationError("due_at", "a date and time like 2026-12-01T10:00")
-    try:
-        due = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise errors.ValidationError("due_at", "a date and time like 2026-12-01T10:00") from None
-    return due if due.tzinfo else due.replace(tzinfo=ZoneInfo(settings.timezone))
-
-
-async def create_task_api(request: web.Request) -> web.Response:
-    """POST /api/tasks {title, due_at, assignee_id?, note?, contact_id? | company_id? | deal_id? | lead_id?}."""
-    user = current_user(request)
-    body = await read_json(request)
-    links = {name: int_field(body, name) for name in ("contact_id", "company_id", "deal_id", "lead_id")}
-    due = _due(body.get("due_at"), request.app[keys.SETTINGS])
-    async with request.app[keys.POOL].acquire() as conn:
-        # What the task is about must be the viewer's to see (NotFound otherwise, naming nothing).
-        if links["contact_id"]:
-            await contacts_db.get_party(conn, user, "contact", links["contact_id"])
-        if links["company_id"]:
-            await contacts_db.get_party(conn, user, "company", links["company_id"])
-        if links["deal_id"]:
-            await deals_db.get_deal(conn, user, links["deal_id"])
-        if links["lead_id"]:
-            await leads_db.get_lead(conn, user, links["lead_id"])
-        task = await tasks_db.create_task(conn, user, body.get("title"), due, assignee_id=body.get("assignee_id"),
-                                          note=body.get("note", ""), **links)
-    return web.json_response(task_json(task, _now()), status=201)
-
-
-async def update_task_api(request: web.Request) -> web.Response:
-    """PATCH /api/tasks/{id} {title?, due_at?, assignee_id?, note?, state?, version?}: a stale version is 409."""
-    user = current_user(request)
-    body = await read_json(request)
-    changes = {k: body[k] for k in ("title", "assignee_id", "note", "state") if k in body}
-    if "due_at" in body:
-        changes["due_at"] = _due(body["due_at"], request.app[keys.SETTINGS])
-    async with request.app[keys.POOL].acquire() as conn:
-        task = await tasks_db.update_task(conn, user, path_id(request, "task_id"), changes, _now(),
-                                          int_field(body, "version"))
-    return web.json_response(task_json(task, _now()))
-
-
-async def task_done(request: web.Request) -> web.Response:
-    async with request.app[keys.POOL].acquire() as conn:
-        task = await tasks_db.complete_task(conn, current_user(request), path_id(request, "task_id"), _now())
-    if request.path.startswith("/api/"):
-        return web.json_response({"id": task.id, "state": task.state})
-    raise web.HTTPFound("/home")
-
-
 # ------------------------------------------------------------------ the periodic job
 
 async def check_stuck_deals(app: web.Application) -> list[dict]:
@@ -421,11 +346,6 @@ def setup(app: web.Application) -> None:
                                         "%d deal(s) newly stuck"))
     r = app.router
     r.add_get("/home", home_page)
-    r.add_post("/tasks/{task_id:\\d+}/done", task_done)
-    r.add_get("/api/tasks", tasks_api)
-    r.add_post("/api/tasks", create_task_api)
-    r.add_patch("/api/tasks/{task_id:\\d+}", update_task_api)
-    r.add_post("/api/tasks/{task_id:\\d+}/done", task_done)
     r.add_get("/deals", deals_page)
     r.add_post("/deals/new", new_deal_form)
     r.add_get("/deals/{deal_id:\\d+}", deal_page)

@@ -19,6 +19,7 @@ from crm.leads import NewLead
 from crm.missed import MissedUpdate
 from crm.phones import format_phone
 from crm.settings import Settings
+from crm.tasks import Reminder
 from cti.calls import (
     AgentRinging,
     AgentRingStopped,
@@ -34,6 +35,7 @@ from web.deals import StuckDeal
 from web.mailserver import MailReceived
 from web.metrics import METRICS
 from web.sockets import session_room
+from web.tasks import reminder_json
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +183,10 @@ class SocketNotifier:
     async def mail_received(self, event: MailReceived) -> None:
         await self.sio.emit("task", {"text": event.text}, room=user_room(event.user_id))
 
+    async def task_reminder(self, reminder: Reminder) -> None:
+        """A task's reminder, at its time, to its assignee only (web.tasks sends each once)."""
+        await self.sio.emit("reminder", reminder_json(reminder), room=user_room(reminder.assignee_id))
+
     async def call_event(self, event: object) -> None:
         """For the web doors that hand over any domain event (deals, mail, missed board)."""
         if isinstance(event, AgentRinging):
@@ -197,6 +203,8 @@ class SocketNotifier:
             await self.mail_received(event)
         elif isinstance(event, AgentStateChanged):
             await self.agent_state(event)
+        elif isinstance(event, Reminder):
+            await self.task_reminder(event)
         else:
             logger.debug("no live push for %s", type(event).__name__)
 

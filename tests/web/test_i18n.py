@@ -157,7 +157,8 @@ PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=o
          "/wallboard", "/stock/products", "/stock/products/1", "/stock/products/new", "/stock/products/1/edit",
          "/stock/production", "/stock/production?state=all", "/stock/supplier-orders",
          "/stock/supplier-orders?state=all",
-         "/leads/rules", "/leads/new", "/leads/1/edit"]
+         "/leads/rules", "/leads/new", "/leads/1/edit",
+         "/tasks", "/tasks?week=2026-12-07", "/tasks/1"]
 
 
 async def seed_russian_day(conn, settings):

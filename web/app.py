@@ -13,6 +13,7 @@ from web import (
     admin,
     api,
     auth,
+    board,
     company,
     deals,
     documents,
@@ -89,6 +90,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     mailserver.setup(app)
     forms.setup(app)
     deals.setup(app)
+    board.setup(app)  # the deals board, editing, stage rules
     money.setup(app)
     documents.setup(app)
     company.setup(app)

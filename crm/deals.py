@@ -517,7 +517,6 @@ async def close_deal(conn: asyncpg.Connection, viewer: User, deal_id: int, statu
             note = (reason or "").strip()[:1000]
             if not note:
                 raise ValidationError("reason", WON_REASON)
-            note = f"Won with items unshipped: {note}"
         await conn.execute(CLOSE_HISTORY, deal_id, now, note)
         await conn.execute(CLOSE_DEAL, deal_id, status, reason if status == "lost" else None, now)
         await conn.execute(CLOSE_STUCK_TASKS, deal_id, now, viewer.id or None, f"deal {status}")

@@ -1,7 +1,7 @@
 -- Deals edited after creation and shown on a board: a version (a stale edit answers 409 instead of overwriting),
 -- the expected close date, the items' total kept on the row (the board sums and filters 100k deals by amount
 -- without adding up their items each time), stage rules and automatic tasks the admin sets per stage, and a
--- note on the stage history (why a deal was won with items unshipped).
+-- note on the stage history (the reason given for winning a deal with items unshipped).
 
 ALTER TABLE deals ADD COLUMN version integer NOT NULL DEFAULT 1;
 ALTER TABLE deals ADD COLUMN expected_close_on date;

@@ -117,7 +117,8 @@ async def _create(request: web.Request, data: dict[str, Any]) -> Deal:
             company_id=int_field(data, "company_id"), lead_id=int_field(data, "lead_id"),
             manager_id=int_field(data, "manager_id"), needs=text_field(data, "needs"),
             legal_entity=text_field(data, "legal_entity"), manual_amount=data.get("amount"),
-            probability=20 if probability in (None, "") else probability, source=text_field(data, "source"))
+            probability=20 if probability in (None, "") else probability, source=text_field(data, "source"),
+            expected_close_on=data.get("expected_close_on"))
 
 
 def _goods_handler(user) -> None:

@@ -235,16 +235,21 @@ async def list_deals_page(conn: asyncpg.Connection, viewer: User, status: str | 
     return paging.page(found, limit, lambda d: (positions[d.stage], d.stage_changed_at, d.id))
 
 
-def _probability(value) -> int:
+def _whole(value, field: str, low: int, high: int, message: str) -> int:
+    """A whole number in [low, high] from JSON or a form's text."""
     if isinstance(value, bool):
-        raise ValidationError("probability", "0 to 100")
+        raise ValidationError(field, message)
     try:
-        probability = int(value)
+        number = int(value)
     except (TypeError, ValueError):
-        raise ValidationError("probability", "0 to 100") from None
-    if not 0 <= probability <= 100:
-        raise ValidationError("probability", "0 to 100")
-    return probability
+        raise ValidationError(field, message) from None
+    if not low <= number <= high:
+        raise ValidationError(field, message)
+    return number
+
+
+def _probability(value) -> int:
+    return _whole(value, "probability", 0, 100, "0 to 100")
 
 
 async def _parties(conn: asyncpg.Connection, viewer: User, contact_id: int | None, company_id: int | None,
@@ -699,12 +704,7 @@ async def list_stage_tasks(conn: asyncpg.Connection) -> list[dict]:
 async def add_stage_task(conn: asyncpg.Connection, stage: str, title, due_days) -> int:
     await _stages(conn, stage)
     title = _text(title, "title", 200, required=True)
-    try:
-        days = int(due_days)
-    except (TypeError, ValueError):
-        raise ValidationError("due_days", "a number of working days, 0 to 365") from None
-    if not 0 <= days <= 365:
-        raise ValidationError("due_days", "a number of working days, 0 to 365")
+    days = _whole(due_days, "due_days", 0, 365, "a number of working days, 0 to 365")
     return await conn.fetchval(INSERT_STAGE_TASK, stage, title, days)
 
 

@@ -14,13 +14,7 @@
     not_skippable: _('A stage on the way cannot be skipped: move the deal through it.'),
     unshipped: _('Items are not all shipped.'),
   };
-  const toast = (text, bad) => {
-    const box = document.getElementById('toast');
-    box.textContent = text;
-    box.className = bad ? 'show bad' : 'show';
-    clearTimeout(box._timer);
-    box._timer = setTimeout(() => { box.className = ''; }, 6000);
-  };
+  const toast = (text, bad) => window.callboardToast(text, bad);  // static/app.js
 
   const board = document.getElementById('board');
   // The board as the server has it now, with the same filters: columns, counts, sums and versions.

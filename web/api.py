@@ -503,7 +503,7 @@ def _deal_patch(error: dict[str, Any]) -> dict[str, Any]:
     return {"summary": "Change any of the fields sent; with `version`, an edit over a newer one is refused (409)",
             "requestBody": {"content": {"application/json": {"schema": {
                 "type": "object", "properties": fields, "additionalProperties": False}}}},
-            "responses": {"200": {"description": "the deal as saved, its version one up"}, "403": error,
+            "responses": {"200": {"description": "the deal as saved, with its new version"}, "403": error,
                           "404": error, "409": conflict, "422": error}}
 
 

@@ -223,3 +223,52 @@ async def test_the_board_counts_and_sums_per_stage_with_filters(client, factory,
     assert figures(page) == {"selection": "4", "offer": "1"}
     page = await (await client.get(f"/deals?manager={manager2.id}")).text()
     assert figures(page) == {"selection": "1", "offer": "0"}
+
+
+async def test_the_cards_edit_form_and_a_stage_through_patch(client, factory):
+    manager = await factory.user("manager1")
+    csrf = await login(client, "manager1")
+    deal = await _deal(client, csrf)
+    form = {"csrf_token": csrf, "version": "1", "title": "Pumps for Samara", "amount": "5000", "probability": "40",
+            "expected_close_on": "2026-12-01", "legal_entity": "LLC Volga", "needs": "two", "contact_id": "",
+            "company_id": ""}
+    resp = await client.post(f"/deals/{deal['id']}/edit", data=form, allow_redirects=False)
+    assert resp.status == 302, await resp.text()
+    saved = await (await client.get(f"/api/deals/{deal['id']}")).json()
+    assert {k: saved[k] for k in ("title", "amount", "probability", "expected_close_on", "legal_entity", "needs",
+                                  "manager_id", "version")} == {
+        "title": "Pumps for Samara", "amount": "5000.00", "probability": 40, "expected_close_on": "2026-12-01",
+        "legal_entity": "LLC Volga", "needs": "two", "manager_id": manager.id, "version": 2}
+    # The same form again (stale): the card says so, with what is stored; nothing is overwritten.
+    stale = await client.post(f"/deals/{deal['id']}/edit", data={**form, "title": "Old title"})
+    assert stale.status == 409
+    assert "someone changed this deal meanwhile" in await stale.text()
+    assert (await (await client.get(f"/api/deals/{deal['id']}")).json())["title"] == "Pumps for Samara"
+    # The stage through PATCH follows the same rules.
+    refused = await _patch(client, csrf, deal["id"], {"stage": "reservation", "version": 2})
+    assert (refused.status, (await refused.json())["error"]["rule"]) == (409, "needs_items")
+    moved = await _patch(client, csrf, deal["id"], {"stage": "offer", "probability": 50, "version": 2})
+    assert moved.status == 200, await moved.text()
+    body = await moved.json()
+    assert (body["stage"], body["probability"], body["version"]) == ("offer", 50, 4)  # the edit, then the move
+
+
+async def test_openapi_describes_patch_of_a_deal(client):
+    spec = await (await client.get("/api/openapi.json")).json()
+    patch = spec["paths"]["/api/deals/{id}"]["patch"]
+    assert set(patch["responses"]) >= {"200", "409", "422"}
+    assert {"title", "amount", "probability", "needs", "legal_entity", "contact_id", "company_id", "manager_id",
+            "expected_close_on", "stage", "version"} == set(
+        patch["requestBody"]["content"]["application/json"]["schema"]["properties"])
+
+
+def test_the_rules_refusals_read_in_russian():
+    from crm import deals as deals_db
+    from crm.settings import Settings
+    from web.i18n import I18n
+
+    russian = I18n(Settings()).reader("ru")
+    for message in (deals_db.STALE, deals_db.NEEDS_ITEMS, deals_db.NEEDS_CONTRACT, deals_db.NOT_SKIPPABLE,
+                    deals_db.UNSHIPPED):
+        assert russian.text(message) != message, message
+    assert russian.text(f"reason: {deals_db.WON_REASON}") != f"reason: {deals_db.WON_REASON}"

@@ -61,12 +61,7 @@ async def test_a_manager_makes_a_deal_from_the_popup_and_drags_it_across_the_boa
 
 async def test_on_a_phone_the_cards_stage_list_moves_it(live, browser, conn):  # noqa: F811
     base_url, _, _ = live
-    context = await browser.new_context(viewport={"width": 390, "height": 844})
-    page = await context.new_page()
-    await page.goto(f"{base_url}/login")
-    await page.fill("input[name=login]", "manager1")
-    await page.fill("input[name=password]", "manager1")
-    await page.click("button[type=submit]")
+    page = await logged_in_page(browser, base_url, "manager1", viewport={"width": 390, "height": 844})
     await page.goto(f"{base_url}/deals")
     assert await page.evaluate("document.documentElement.scrollWidth") <= 392
     deal_id = await conn.fetchval("SELECT id FROM deals WHERE stage = 'selection' AND manager_id = "
@@ -75,4 +70,3 @@ async def test_on_a_phone_the_cards_stage_list_moves_it(live, browser, conn):  #
     await expect(page.locator("#board")).to_have_attribute("data-moves", "1")  # answered, and the board read again
     await expect(column(page, "offer").locator(f'[data-deal="{deal_id}"]')).to_have_count(1)
     assert await conn.fetchval("SELECT stage FROM deals WHERE id = $1", deal_id) == "offer"
-    await context.close()

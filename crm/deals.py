@@ -570,7 +570,8 @@ async def update_deal(conn: asyncpg.Connection, viewer: User, deal_id: int, chan
         raise ValidationError(unknown[0], "cannot be changed")
     stages, target = await _stages(conn, changes["stage"]) if "stage" in changes else ({}, None)
     async with conn.transaction():
-        deal = await _claim(conn, viewer, deal_id)
+        # A won or lost deal's fields may still be corrected (the amount of a won deal is revenue); its stage not.
+        deal = await _claim(conn, viewer, deal_id, must_be_open=False)
         _check_version(deal, version)
         title = _text(changes.get("title", deal.title), "title", 200, required=True)
         amount = deal.manual_amount

@@ -134,8 +134,7 @@ async def new_deal_page(request: web.Request) -> web.Response:
         if company_id:
             company = await contacts_db.get_party(conn, user, "company", company_id)
         managers = await _managers(conn) if user.sees_everything else []
-    return render(request, "deal_new.html", contact=contact, company=company, lead=lead, managers=managers,
-                  title=(lead.company_name or lead.title) if lead else "")
+    return render(request, "deal_new.html", contact=contact, company=company, lead=lead, managers=managers)
 
 
 # ------------------------------------------------------------------ editing

@@ -27,6 +27,7 @@ CREATE TRIGGER deal_items_amount AFTER INSERT OR UPDATE OR DELETE ON deal_items
 
 -- The board: a column's newest cards, and its count and sum, per stage of the deals in progress.
 CREATE INDEX deals_board_idx ON deals (stage, created_at DESC) WHERE status = 'in_progress';
+CREATE INDEX deals_board_manager_idx ON deals (manager_id, stage, created_at DESC) WHERE status = 'in_progress';
 
 -- Stage rules (admin): what a deal needs to enter a stage, directly or by skipping over it (see docs/design.md).
 ALTER TABLE deal_stages ADD COLUMN requires_items boolean NOT NULL DEFAULT false;

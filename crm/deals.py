@@ -627,33 +627,41 @@ class DealFilter:
     stage: str | None = None
 
 
-# The client filter looks names up (the deals' own columns are the rest), so the board's counts and sums read
-# deals only; the amount is the hand-set one, else the items' total kept on the row (migration 0021).
-_FILTER = """
-WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::bigint IS NULL OR d.manager_id = $2) AND d.status = $3
-  AND ($4::text IS NULL OR d.contact_id IN (SELECT id FROM contacts WHERE name ILIKE $4)
-       OR d.company_id IN (SELECT id FROM companies WHERE name ILIKE $4))
-  AND ($5::numeric IS NULL OR coalesce(d.manual_amount, d.items_amount) >= $5)
-  AND ($6::numeric IS NULL OR coalesce(d.manual_amount, d.items_amount) <= $6)
-  AND (NOT $7::boolean OR (d.status = 'in_progress'
-                           AND d.stage_changed_at + make_interval(days => s.normal_days) < $8))
-  AND ($9::date IS NULL OR d.expected_close_on >= $9) AND ($10::date IS NULL OR d.expected_close_on <= $10)
-  AND ($11::bigint IS NULL OR d.contact_id = $11) AND ($12::bigint IS NULL OR d.company_id = $12)
-  AND ($13::text IS NULL OR d.stage = $13)
-"""
+# Only the conditions a filter uses go into the query (fixed fragments; values stay $n parameters): a query full of
+# "$n IS NULL OR …" gets one generic plan for every filter, and on 100k deals that plan is the slow one. The client
+# filter looks names up, so the board's counts and sums read deals alone; the amount is the hand-set one, else the
+# items' total kept on the row (migration 0021).
+AMOUNT = "coalesce(d.manual_amount, d.items_amount)"
+_CONDITIONS = (
+    ("scope", "d.manager_id = {}"), ("manager_id", "d.manager_id = {}"), ("status", "d.status = {}"),
+    ("client", "(d.contact_id IN (SELECT id FROM contacts WHERE name ILIKE {0})"
+               " OR d.company_id IN (SELECT id FROM companies WHERE name ILIKE {0}))"),
+    ("amount_min", AMOUNT + " >= {}"), ("amount_max", AMOUNT + " <= {}"),
+    ("stuck", "d.stage_changed_at + make_interval(days => s.normal_days) < {}"),
+    ("closing_from", "d.expected_close_on >= {}"), ("closing_to", "d.expected_close_on <= {}"),
+    ("contact_id", "d.contact_id = {}"), ("company_id", "d.company_id = {}"), ("stage", "d.stage = {}"),
+)
 BOARD_TOTALS = """
-SELECT d.stage, count(*) AS count, coalesce(sum(coalesce(d.manual_amount, d.items_amount)), 0) AS amount
-FROM deals d JOIN deal_stages s ON s.code = d.stage""" + _FILTER + "GROUP BY d.stage"
+SELECT d.stage, count(*) AS count, coalesce(sum(""" + AMOUNT + """), 0) AS amount
+FROM deals d JOIN deal_stages s ON s.code = d.stage WHERE {where} GROUP BY d.stage"""
 # Each column's newest cards: one index scan per stage (deals_board_idx), never every deal of the column.
 BOARD_CARDS = """
-SELECT x.* FROM deal_stages st CROSS JOIN LATERAL (""" + _DEAL_SELECT + _FILTER + """
-  AND d.stage = st.code ORDER BY d.created_at DESC, d.id DESC LIMIT $14) x
+SELECT x.* FROM deal_stages st CROSS JOIN LATERAL (""" + _DEAL_SELECT + """
+WHERE {where} AND d.stage = st.code ORDER BY d.created_at DESC, d.id DESC LIMIT {limit}) x
 ORDER BY st.position, x.created_at DESC, x.id DESC"""
-# The list view's sort keys: whitelisted SQL, never the request's text.
+# The list view picks a page of ids on the deals (and only the joins its sort needs), then reads those deals.
+LIST_PAGE_IDS = """
+SELECT d.id FROM deals d JOIN deal_stages s ON s.code = d.stage {joins} WHERE {where}
+ORDER BY {order} LIMIT {limit} OFFSET {offset}"""
+DEALS_BY_ID = _DEAL_SELECT + "WHERE d.id = ANY($1::bigint[])"
+# The list view's sort keys and the joins each needs: whitelisted SQL, never the request's text.
 SORTS = {
-    "title": "lower(d.title)", "client": "lower(coalesce(co.name, ct.name))", "manager": "u.display_name",
-    "stage": "s.position", "amount": "coalesce(d.manual_amount, d.items_amount)", "probability": "d.probability",
-    "close": "d.expected_close_on", "created": "d.created_at", "changed": "d.stage_changed_at",
+    "title": ("lower(d.title)", ""),
+    "client": ("lower(coalesce(co.name, ct.name))", "LEFT JOIN contacts ct ON ct.id = d.contact_id "
+                                                    "LEFT JOIN companies co ON co.id = d.company_id"),
+    "manager": ("u.display_name", "LEFT JOIN users u ON u.id = d.manager_id"),
+    "stage": ("s.position", ""), "amount": (AMOUNT, ""), "probability": ("d.probability", ""),
+    "close": ("d.expected_close_on", ""), "created": ("d.created_at", ""), "changed": ("d.stage_changed_at", ""),
 }
 
 
@@ -664,20 +672,31 @@ def _like(text: str | None) -> str | None:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _filter_args(viewer: User, f: DealFilter, now: datetime) -> list:
+def _where(viewer: User, f: DealFilter, now: datetime) -> tuple[str, list]:
+    """The WHERE clause of the filter's conditions in use, and their values as $1, $2, …"""
     if f.status not in ("in_progress", "won", "lost"):
         raise ValidationError("status", "in_progress, won or lost")
-    return [_scope(viewer), f.manager_id, f.status, _like(f.client), f.amount_min, f.amount_max, f.stuck, now,
-            f.closing_from, f.closing_to, f.contact_id, f.company_id, f.stage]
+    values = {"scope": _scope(viewer), "manager_id": f.manager_id, "status": f.status, "client": _like(f.client),
+              "amount_min": f.amount_min, "amount_max": f.amount_max,
+              "stuck": now if f.stuck and f.status == "in_progress" else None, "closing_from": f.closing_from,
+              "closing_to": f.closing_to, "contact_id": f.contact_id, "company_id": f.company_id, "stage": f.stage}
+    parts, args = [], []
+    for name, condition in _CONDITIONS:
+        if values[name] is not None:
+            args.append(values[name])
+            parts.append(condition.format(f"${len(args)}"))
+    return " AND ".join(parts), args
 
 
 async def board(conn: asyncpg.Connection, viewer: User, f: DealFilter, now: datetime, per_column: int = 50
                 ) -> list[tuple[Stage, int, Decimal, list[Deal]]]:
     """Per stage: the count and sum of every deal that passes the filter, and the newest `per_column` cards."""
-    args = _filter_args(viewer, f, now)
-    totals = {r["stage"]: (r["count"], r["amount"]) for r in await conn.fetch(BOARD_TOTALS, *args)}
+    where, args = _where(viewer, f, now)
+    totals = {r["stage"]: (r["count"], r["amount"])
+              for r in await conn.fetch(BOARD_TOTALS.format(where=where), *args)}
     cards: dict[str, list[Deal]] = {}
-    for row in await conn.fetch(BOARD_CARDS, *args, per_column):
+    query = BOARD_CARDS.format(where=where, limit=f"${len(args) + 1}")
+    for row in await conn.fetch(query, *args, per_column):
         cards.setdefault(row["stage"], []).append(_deal(row))
     return [(stage, *totals.get(stage.code, (0, Decimal(0))), cards.get(stage.code, []))
             for stage in await list_stages(conn)]
@@ -688,12 +707,15 @@ async def list_sorted(conn: asyncpg.Connection, viewer: User, f: DealFilter, now
     """The list view: one page of deals in the chosen order, and how many pass the filter."""
     if sort not in SORTS:
         raise ValidationError("sort", ", ".join(SORTS))
-    args = _filter_args(viewer, f, now)
-    order = f"{SORTS[sort]} {'DESC' if descending else 'ASC'} NULLS LAST, d.id {'DESC' if descending else 'ASC'}"
-    rows = await conn.fetch(_DEAL_SELECT + _FILTER + f"ORDER BY {order} LIMIT $14 OFFSET $15", *args, limit,
-                            offset)
-    total = sum(r["count"] for r in await conn.fetch(BOARD_TOTALS, *args))
-    return [_deal(r) for r in rows], total
+    where, args = _where(viewer, f, now)
+    key, joins = SORTS[sort]
+    way = "DESC" if descending else "ASC"
+    query = LIST_PAGE_IDS.format(joins=joins, where=where, order=f"{key} {way} NULLS LAST, d.id {way}",
+                                 limit=f"${len(args) + 1}", offset=f"${len(args) + 2}")
+    ids = [r["id"] for r in await conn.fetch(query, *args, limit, offset)]
+    found = {r["id"]: _deal(r) for r in await conn.fetch(DEALS_BY_ID, ids)}
+    total = sum(r["count"] for r in await conn.fetch(BOARD_TOTALS.format(where=where), *args))
+    return [found[i] for i in ids], total
 
 
 # ------------------------------------------------------------------ stage rules and automatic tasks (admin)

@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from crm import stock
 from tests.conftest import csrf_headers, login
 
@@ -183,7 +185,12 @@ async def test_automatic_stage_tasks_are_set_once_per_open_task(client, factory,
     assert await tasks() == [("Install and train", manager.id, "done"), ("Install and train", manager.id, "open")]
 
 
-async def test_the_board_counts_and_sums_per_stage_with_filters(client, factory, conn, settings):
+@pytest.mark.parametrize("few_deals", [5000, 0], ids=["few deals: numbered per column", "many: index per column"])
+async def test_the_board_counts_and_sums_per_stage_with_filters(client, factory, conn, settings, monkeypatch,
+                                                                 few_deals):
+    from crm import deals as deals_db
+
+    monkeypatch.setattr(deals_db, "FEW_DEALS", few_deals)  # both ways of reading the cards give the same board
     await factory.user("head", role="head")
     manager1 = await factory.user("manager1")
     manager2 = await factory.user("manager2")
@@ -209,6 +216,8 @@ async def test_the_board_counts_and_sums_per_stage_with_filters(client, factory,
     page = await (await client.get("/deals")).text()
     assert figures(page) == {"selection": "3", "offer": "1"}  # manager2's deal is not theirs to see
     assert "RUB43,500.00" in page and "RUB7,000.00" in page
+    offer_column = page[page.index('data-stage="offer" aria-label'):page.index('data-stage="invoice" aria-label')]
+    assert page.count('class="deal-card') == 4 and f'data-deal="{c["id"]}"' in offer_column
     page = await (await client.get("/deals?amount_min=2000&amount_max=10000")).text()
     assert figures(page) == {"selection": "1", "offer": "1"} and "RUB2,500.00" in page
     assert figures(await (await client.get("/deals?client=volga")).text()) == {"selection": "1", "offer": "0"}

@@ -93,6 +93,12 @@
       open.href = '/leads/' + p.lead.id;
       actions.append(open);
     }
+    if (mayOpen && (p.contact || p.company || p.lead)) {
+      const deal = el('a', 'button secondary', _('New deal'));
+      deal.href = '/deals/new?' + (p.contact ? 'contact=' + p.contact.id
+        : p.company ? 'company=' + p.company.id : 'lead=' + p.lead.id);
+      actions.append(deal);
+    }
     card.append(actions);
     card.append(el('div', 'popup-state muted'));
     return card;

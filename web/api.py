@@ -463,16 +463,21 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
         "/api/deals": {
             "get": {"summary": "Deals (a manager: their own)", "parameters": query("status"),
                     "responses": {**ok, "422": error}},
-            "post": {"summary": "Create a deal {title, contact_id | lead_id, needs, legal_entity, amount, "
-                                "probability, source, manager_id}", "requestBody": json_body,
+            "post": {"summary": "Create a deal {title, contact_id | lead_id, company_id, needs, legal_entity, "
+                                "amount, probability, source, manager_id, expected_close_on}", "requestBody": json_body,
                      "responses": {"201": {"description": "created"}, "404": error, "422": error}}},
         "/api/deals/{id}": {"parameters": by_id, "get": {"summary": "One deal with items and stage history",
-                                                         "responses": {**ok, "404": error}}},
+                                                         "responses": {**ok, "404": error}},
+                            "patch": _deal_patch(error)},
         **{f"/api/deals/{{id}}/{action}": {"parameters": by_id, "post": {
             "summary": summary, "requestBody": json_body, "responses": {**ok, "404": error, "409": error,
                                                                         "422": error}}}
-           for action, summary in (("stage", "Move to {stage}; the reservation stage reserves stock"),
-                                   ("close", "{status}: won, or lost with a {reason}"),
+           for action, summary in (("stage", "Move to {stage, version?} by the stage rules (409 with error.rule: "
+                                              "needs_items, needs_contract, not_skippable, stale); the "
+                                              "reservation stage reserves stock; the stage's automatic tasks"),
+                                   ("close", "{status, version?}: won, or lost with a {reason}; won with items "
+                                             "unshipped is 409 (error.rule unshipped) unless {confirm: true, "
+                                             "reason}"),
                                    ("items", "Add {product_id | sku, quantity, price?}"),
                                    ("remove-item", "Remove {item_id}, releasing its reservation"),
                                    ("reserve", "Reserve what stock has; order the rest"))},
@@ -517,6 +522,29 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
             "summary": "Assign the callback to {manager_id} (head)", "requestBody": json_body,
             "responses": {**ok, "403": error, "404": error}}},
     }
+
+
+def _deal_patch(error: dict[str, Any]) -> dict[str, Any]:
+    """PATCH /api/deals/{id} (web/board.py)."""
+    fields = {
+        "title": {"type": "string", "maxLength": 200}, "amount": {"type": ["string", "number", "null"],
+                                                              "description": "set by hand; null: the items' total"},
+        "probability": {"type": "integer", "minimum": 0, "maximum": 100}, "needs": {"type": "string"},
+        "legal_entity": {"type": "string"}, "contact_id": {"type": ["integer", "null"]},
+        "company_id": {"type": ["integer", "null"]},
+        "manager_id": {"type": "integer", "description": "head and admin only"},
+        "expected_close_on": {"type": ["string", "null"], "format": "date"},
+        "stage": {"type": "string", "description": "moved by the same rules as POST /api/deals/{id}/stage"},
+        "version": {"type": "integer", "description": "as read; a stale one answers 409, nothing written"}}
+    conflict = {"description": "stale version or a stage rule: error.rule says which (stale, needs_items, "
+                               "needs_contract, not_skippable); `current` is the deal as stored now",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "error": {"type": "object"}, "current": {"type": "object"}}}}}}
+    return {"summary": "Change any of the fields sent; with `version`, an edit over a newer one is refused (409)",
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": fields, "additionalProperties": False}}}},
+            "responses": {"200": {"description": "the deal as saved, with its new version"}, "403": error,
+                          "404": error, "409": conflict, "422": error}}
 
 
 async def openapi(request: web.Request) -> web.Response:

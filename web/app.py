@@ -13,6 +13,7 @@ from web import (
     admin,
     api,
     auth,
+    board,
     company,
     deals,
     documents,
@@ -94,6 +95,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     forms.setup(app)
     deals.setup(app)
     stock.setup(app)  # the warehouse's screens (web/stock.py)
+    board.setup(app)  # the deals board, editing, stage rules
     money.setup(app)
     documents.setup(app)
     company.setup(app)

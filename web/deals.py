@@ -20,15 +20,17 @@ from crm import leadrules as leadrules_db
 from crm import mail as mail_db
 from crm import missed as missed_db
 from crm import tasks as tasks_db
-from crm.deals import Deal, DealItem
+from crm import users as users_db
+from crm.deals import Deal, DealItem, RuleRefused
 from crm.stock import Balance
 from web import documents, keys
 from web.api import read_json
 from web.auth import current_user, require_role
+from web.errors import error_body
 from web.i18n import request_reader
 from web.jobs import periodic_job
 from web.pages import render
-from web.paging import next_url, page_args, page_json
+from web.paging import page_args, page_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,10 @@ def deal_json(deal: Deal, items: list[DealItem] | None = None) -> dict[str, Any]
         "stage": deal.stage, "stage_name": deal.stage_name, "status": deal.status, "loss_reason": deal.loss_reason,
         "needs": deal.needs, "legal_entity": deal.legal_entity, "amount": _money(deal.amount),
         "probability": deal.probability, "source": deal.source, "stuck": deal.is_stuck(_now()),
-        "stage_changed_at": deal.stage_changed_at.isoformat(), "created_at": deal.created_at.isoformat()}
+        "stage_changed_at": deal.stage_changed_at.isoformat(), "created_at": deal.created_at.isoformat(),
+        "contact_name": deal.contact_name, "company_name": deal.company_name,
+        "manual_amount": _money(deal.manual_amount), "version": deal.version,
+        "expected_close_on": deal.expected_close_on.isoformat() if deal.expected_close_on else None}
     if items is not None:
         body["items"] = [{"id": i.id, "product_id": i.product_id, "sku": i.sku, "name": i.name,
                           "quantity": str(i.quantity), "price": _money(i.price), "reserved": str(i.reserved),
@@ -110,18 +115,23 @@ async def _create(request: web.Request, data: dict[str, Any]) -> Deal:
             company_id=int_field(data, "company_id"), lead_id=int_field(data, "lead_id"),
             manager_id=int_field(data, "manager_id"), needs=text_field(data, "needs"),
             legal_entity=text_field(data, "legal_entity"), manual_amount=data.get("amount"),
-            probability=20 if probability in (None, "") else probability, source=text_field(data, "source"))
+            probability=20 if probability in (None, "") else probability, source=text_field(data, "source"),
+            expected_close_on=data.get("expected_close_on"))
 
 
 async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
     user = current_user(request)
     deal_id = path_id(request, "deal_id")
     async with request.app[keys.POOL].acquire() as conn:
+        version = int_field(data, "version")
         if action == "stage":
-            return await deals_db.move_stage(conn, user, deal_id, text_field(data, "stage"), _now())
+            return await deals_db.move_stage(conn, user, deal_id, text_field(data, "stage"), _now(), version,
+                                             request.app[keys.SETTINGS].hours)
         if action == "close":
+            confirm = data.get("confirm") in (True, "1", "on", "true")
             return await deals_db.close_deal(conn, user, deal_id, text_field(data, "status"),
-                                             text_field(data, "reason") or None, _now())
+                                             text_field(data, "reason") or None, _now(), confirm=confirm,
+                                             version=version)
         if action == "items":
             product_id = int_field(data, "product_id")
             if product_id is None:
@@ -170,8 +180,22 @@ async def detail_api(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def refused(request: web.Request, exc: RuleRefused, deal_id: int) -> web.Response:
+    """409 with the rule that said no (`error.rule`) and the deal as it is now (`current`), so the client can
+    show the other person's change and start over instead of overwriting it."""
+    body = error_body(409, str(exc))
+    body["error"]["rule"] = exc.rule
+    async with request.app[keys.POOL].acquire() as conn:
+        current = await deals_db.get_deal(conn, current_user(request), deal_id)
+        body["current"] = deal_json(current, await deals_db.list_items(conn, deal_id))
+    return web.json_response(body, status=409)
+
+
 async def action_api(request: web.Request) -> web.Response:
-    deal = await _act(request, request.match_info["action"], await read_json(request))
+    try:
+        deal = await _act(request, request.match_info["action"], await read_json(request))
+    except RuleRefused as exc:
+        return await refused(request, exc, path_id(request, "deal_id"))
     async with request.app[keys.POOL].acquire() as conn:
         items = await deals_db.list_items(conn, deal.id)
     return web.json_response(deal_json(deal, items))
@@ -237,19 +261,8 @@ async def stock_movement_api(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------ pages
 
-async def deals_page(request: web.Request) -> web.Response:
-    user = current_user(request)
-    limit, after = page_args(request, 500)
-    async with request.app[keys.POOL].acquire() as conn:
-        page = await deals_db.list_deals_page(conn, user, request.query.get("status") or "in_progress", limit, after)
-        found = page.items
-        stages = await deals_db.list_stages(conn)
-    columns = [(stage, [d for d in found if d.stage == stage.code]) for stage in stages]
-    return render(request, "deals.html", columns=columns, now=_now(),
-                  status_filter=request.query.get("status") or "in_progress", next_url=next_url(request, page))
-
-
-async def deal_page(request: web.Request) -> web.Response:
+async def deal_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+    """The deal card; after a refused form, again with the reason (`error`) and what is stored now."""
     user = current_user(request)
     async with request.app[keys.POOL].acquire() as conn:
         deal = await deals_db.get_deal(conn, user, path_id(request, "deal_id"))
@@ -265,9 +278,12 @@ async def deal_page(request: web.Request) -> web.Response:
                  if deal.company_id else [],
                  "deal_invoices": await invoices_db.list_invoices(conn, user, deal_id=deal.id)}
         attached = await documents_db.list_documents(conn, deal.id)
-    return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
-                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders,
-                  documents=attached, **money)
+        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")
+                    ] if user.sees_everything else []
+    return render(request, "deal.html", http_status=status, error=error, managers=managers,
+                  unshipped=deals_db.unshipped(items), deal=deal, items=items, history=history, stages=stages,
+                  products=products, now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails,
+                  orders=orders, documents=attached, **money)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:
@@ -278,7 +294,11 @@ async def new_deal_form(request: web.Request) -> web.Response:
 
 async def deal_action_form(request: web.Request) -> web.Response:
     form = await request.post()
-    deal = await _act(request, request.match_info["action"], dict(form))
+    try:
+        deal = await _act(request, request.match_info["action"], dict(form))
+    except (errors.Conflict, errors.ValidationError) as exc:
+        # The card again, saying why, with what is stored now (a won refused shows the confirmation).
+        return await deal_page(request, error=str(exc), status=409 if isinstance(exc, errors.Conflict) else 422)
     raise web.HTTPFound(f"/deals/{deal.id}")
 
 
@@ -346,7 +366,6 @@ def setup(app: web.Application) -> None:
                                         "%d deal(s) newly stuck"))
     r = app.router
     r.add_get("/home", home_page)
-    r.add_get("/deals", deals_page)
     r.add_post("/deals/new", new_deal_form)
     r.add_get("/deals/{deal_id:\\d+}", deal_page)
     r.add_get("/deals/{deal_id:\\d+}/offer", offer_page)

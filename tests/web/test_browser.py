@@ -23,8 +23,8 @@ async def browser():
         await chromium.close()
 
 
-async def logged_in_page(browser, base_url: str, login: str):
-    context = await browser.new_context()
+async def logged_in_page(browser, base_url: str, login: str, **context_options):
+    context = await browser.new_context(**context_options)
     page = await context.new_page()
     await page.goto(f"{base_url}/login")
     await page.fill("input[name=login]", login)

@@ -73,7 +73,7 @@ async def record_result(conn: asyncpg.Connection, viewer: User, call_id: int, re
             owner = await conn.fetchrow(CALLBACK_OWNER, call.id)
             who = call.contact_name or call.company_name or call.caller_name or call.caller
             task_id = await conn.fetchval(
-                INSERT_CALLBACK_TASK, f"{callback_title}: {who}"[:200], owner["manager_id"] or viewer.id or None,
+                INSERT_CALLBACK_TASK, f"{callback_title} {who}"[:200], owner["manager_id"] or viewer.id or None,
                 callback_at, note, owner["contact_id"], owner["company_id"], owner["lead_id"], owner["deal_id"])
         row = await conn.fetchrow(INSERT_RESULT, call.id, viewer.id or None, result, note, callback_at, task_id)
     return CallResult(**dict(row))

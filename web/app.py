@@ -36,6 +36,7 @@ from web import (
     routing,
     sockets,
     telephony,
+    timeline,
     tokens,
     webhooks,
 )
@@ -99,6 +100,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     outmail.setup(app)
     onec.setup(app)
     recordings.setup(app)
+    timeline.setup(app)  # the cards' timeline, notes, call results, merges
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     reports.setup(app)  # after realtime: the wallboard's socket event
     telephony.setup(app)

@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from crm import calls as calls_db
 from crm import contacts as contacts_db
 from crm import contracts as contracts_db
 from crm import deals as deals_db
@@ -19,7 +18,6 @@ from crm import documents as documents_db
 from crm import errors, paging, stock
 from crm import invoices as invoices_db
 from crm import leads as leads_db
-from crm import mail as mail_db
 from crm import missed as missed_db
 from crm import tasks as tasks_db
 from crm.deals import Deal, DealItem
@@ -31,6 +29,7 @@ from web.i18n import request_reader
 from web.jobs import periodic_job
 from web.pages import render
 from web.paging import next_url, page_args, page_json
+from web.timeline import timeline_context
 
 logger = logging.getLogger(__name__)
 
@@ -261,17 +260,16 @@ async def deal_page(request: web.Request) -> web.Response:
         history = await deals_db.stage_history(conn, deal.id)
         stages = await deals_db.list_stages(conn)
         products = await stock.list_balances(conn)
-        calls = await calls_db.list_deal_calls(conn, deal.id)
         orders = await deals_db.list_orders(conn, deal.id)
-        mails = await mail_db.list_party_mail(conn, None, None, None, deal_id=deal.id)
         money = {"contract": await contracts_db.deal_contract(conn, user, deal.id),  # web/money.py, _deal_money.html
                  "company_contracts": await contracts_db.list_contracts(conn, user, deal.company_id)
                  if deal.company_id else [],
                  "deal_invoices": await invoices_db.list_invoices(conn, user, deal_id=deal.id)}
         attached = await documents_db.list_documents(conn, deal.id)
+        events = await timeline_context(conn, request, "deal", deal.id)  # calls, mail, notes… (web/timeline.py)
     return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
-                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders,
-                  documents=attached, **money)
+                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, orders=orders, documents=attached, **events,
+                  **money)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:

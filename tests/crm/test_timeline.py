@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crm import call_results, merging, timeline
+from crm import call_results, errors, merging, timeline
 from crm import deals as deals_db
-from crm import errors
 from crm import leads as leads_db
 from crm import mail as mail_db
 from crm import tasks as tasks_db
@@ -86,7 +85,7 @@ async def test_a_call_result_with_a_time_to_call_back_sets_the_clients_manager_a
     second = await call_results.record_result(conn, head, call, "callback", "asked to call tomorrow", later)
     task = await conn.fetchrow("SELECT kind, assignee_id, due_at, contact_id, title FROM tasks WHERE id = $1",
                                second.task_id)
-    assert tuple(task) == ("follow_up", manager.id, later, anna.id, "Call back: Anna")
+    assert tuple(task) == ("follow_up", manager.id, later, anna.id, "Call back Anna")
     assert first.task_id is None
     (event,) = [e for e in await timeline.list_timeline(conn, manager, Scope(contact_ids=(anna.id,)))
                 if e.kind == "call"]

@@ -154,7 +154,7 @@ PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=o
          "/invoices/1/print", "/payments", "/payments/1", "/receivables", "/contracts", "/contracts/1",
          "/reports/managers", "/reports/funnel", "/reports/sources", "/reports/service", "/reports/segments",
          "/reports/calls?metric=offered", "/reports/deals?metric=deals_won", "/reports/leads?metric=leads",
-         "/wallboard"]
+         "/wallboard", "/contacts/1/merge", "/companies/1/merge", "/calls/1/result", "/leads/1"]
 
 
 async def seed_russian_day(conn, settings):
@@ -174,6 +174,13 @@ async def seed_russian_day(conn, settings):
                                 "+74951234567", datetime.fromtimestamp(now - 300, UTC), None, None, None, None,
                                 None, None, settings.hours, timedelta(minutes=1))
     await seed_russian_money(conn)
+    # The timeline's own rows (web/timeline.py): a call result with a callback and a note on the contact.
+    from crm import call_results, timeline
+
+    head = await users_db.get_user_by_login(conn, "head")
+    await call_results.record_result(conn, head, missed.id, "callback", "Перезвонить после обеда",
+                                     datetime.now(UTC) + timedelta(days=1))
+    await timeline.add_note(conn, head, "Просил прислать каталог", contact_id=contact["id"])
 
 
 async def seed_russian_money(conn):

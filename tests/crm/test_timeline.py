@@ -11,6 +11,7 @@ from crm import deals as deals_db
 from crm import leads as leads_db
 from crm import mail as mail_db
 from crm import tasks as tasks_db
+from crm.matching import find_caller
 from crm.timeline import Scope
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -210,3 +211,29 @@ async def test_two_merges_at_once_one_wins_and_nothing_is_lost(pool, conn, facto
     survivor = merged[0].kept_id
     assert await conn.fetchval("SELECT count(*) FROM calls WHERE contact_id = $1", survivor) == 20
     assert await conn.fetchval("SELECT count(*) FROM contacts") == 1
+
+
+async def test_after_a_merge_the_routing_index_sends_the_moved_numbers_to_the_kept_contacts_manager(pool, conn,
+                                                                                                    factory):
+    from crm.routing_index import IndexKeeper, RoutingIndex
+    from tests.crm.test_routing_index import eventually
+
+    head = await factory.user("head", role="head")
+    manager1 = await factory.user("manager1", extension="101")
+    await factory.user("manager2", extension="102")
+    kept = await factory.contact("Anna", manager=manager1, phones=["+7 916 000-01-01"])
+    index = RoutingIndex(10)
+    keeper = IndexKeeper(index, pool)
+    await keeper.start()
+    try:
+        await eventually(lambda: index.ready)
+        other = await factory.contact("Anna (old)", phones=["+7 916 000-02-02"])
+        await eventually(lambda: index.find("79160000202", "RU") is not None)
+        assert index.find("79160000202", "RU").contact_id == other.id
+        await merging.merge_parties(conn, head, "contact", kept.id, other.id)
+        await eventually(lambda: index.find("79160000202", "RU").contact_id == kept.id)
+        moved = index.find("79160000202", "RU")
+        assert (moved.manager_id, moved.manager_extension) == (manager1.id, "101")
+        assert index.find("79160000202", "RU") == await find_caller(conn, "79160000202", "RU")
+    finally:
+        await keeper.stop()

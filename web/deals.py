@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -29,7 +28,7 @@ from web.i18n import request_reader
 from web.jobs import periodic_job
 from web.pages import render
 from web.paging import next_url, page_args, page_json
-from web.timeline import timeline_context
+from web.timeline import local_datetime, timeline_context
 
 logger = logging.getLogger(__name__)
 
@@ -340,13 +339,7 @@ def task_json(t: tasks_db.Task, now: datetime) -> dict[str, Any]:
 
 def _due(value: object, settings) -> datetime:
     """ISO 8601; a time without a zone is the company's."""
-    if not isinstance(value, str):
-        raise errors.ValidationError("due_at", "a date and time like 2026-12-01T10:00")
-    try:
-        due = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise errors.ValidationError("due_at", "a date and time like 2026-12-01T10:00") from None
-    return due if due.tzinfo else due.replace(tzinfo=ZoneInfo(settings.timezone))
+    return local_datetime(value, "due_at", settings.timezone)
 
 
 async def create_task_api(request: web.Request) -> web.Response:

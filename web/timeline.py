@@ -124,17 +124,19 @@ async def note_form(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------ call results
 
-def _callback_at(value: object, zone: str) -> datetime | None:
+def local_datetime(value: object, field: str, zone: str) -> datetime:
     """ISO 8601 (a datetime-local field sends 2026-12-01T10:00); a time without a zone is the company's."""
-    if value in (None, ""):
-        return None
     if not isinstance(value, str):
-        raise errors.ValidationError("callback_at", "a date and time like 2026-12-01T10:00")
+        raise errors.ValidationError(field, "a date and time like 2026-12-01T10:00")
     try:
         when = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise errors.ValidationError("callback_at", "a date and time like 2026-12-01T10:00") from None
+        raise errors.ValidationError(field, "a date and time like 2026-12-01T10:00") from None
     return when if when.tzinfo else when.replace(tzinfo=ZoneInfo(zone))
+
+
+def _callback_at(value: object, zone: str) -> datetime | None:
+    return None if value in (None, "") else local_datetime(value, "callback_at", zone)
 
 
 def result_json(result: results_db.CallResult) -> dict[str, Any]:

@@ -166,3 +166,29 @@ def test_every_new_route_is_in_openapi():
         assert "409" in paths[f"/api/{section}"]["post"]["responses"]
     for section in ("contacts", "companies", "leads", "deals"):
         assert "get" in paths[f"/api/{section}/{{id}}/timeline"]
+
+
+async def test_converting_a_lead_with_a_deal_keeps_its_emails_and_form_messages_on_the_contact_and_the_deal(
+        client, conn, factory):
+    """The defect of issue 15: after conversion the lead's e-mails and form messages were not on the deal."""
+    from crm import mail as mail_db
+
+    await factory.user("head", role="head")
+    for raw in (b"From: Olga <olga@example.com>\r\nSubject: Reducers\r\n\r\nNeed 5 reducers.\r\n",
+                b"From: Site <robot@site.ru>\r\nSubject: Web form\r\n\r\nName: Olga\r\nE-mail: olga@example.com\r\n"
+                b"Message: Call me back\r\n"):
+        message_id = await mail_db.store_raw(conn, raw, "127.0.0.1", "x@example.com", ["sales@example.com"])
+        await mail_db.process_stored(conn, message_id, raw, "RU")
+    lead_id = await conn.fetchval("SELECT id FROM leads")
+    h = csrf_headers(await login(client, "head"))
+    resp = await client.post(f"/api/leads/{lead_id}/convert", headers=h,
+                             json={"contact_name": "Olga", "company_name": "", "deal_title": "Reducers"})
+    assert resp.status == 200, await resp.text()
+    contact_id = (await resp.json())["contact_id"]
+    deal_id = await conn.fetchval("SELECT id FROM deals WHERE lead_id = $1", lead_id)
+    for path in (f"/api/contacts/{contact_id}/timeline", f"/api/deals/{deal_id}/timeline",
+                 f"/api/leads/{lead_id}/timeline"):
+        items = (await (await client.get(path)).json())["items"]
+        assert sorted(i["title"] for i in items if i["kind"] == "mail") == ["Reducers", "Web form"], path
+    page = await (await client.get(f"/deals/{deal_id}")).text()
+    assert "Need 5 reducers." in page and "Web form" in page

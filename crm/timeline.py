@@ -131,6 +131,7 @@ INSERT_NOTE = """
 INSERT INTO notes (author_id, text, contact_id, company_id, lead_id, deal_id) VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id, created_at
 """
+CUSTOM_PLAN = "SET LOCAL plan_cache_mode = force_custom_plan"
 _START = (datetime.max.replace(tzinfo=UTC), "", 0)
 NOTE_LIMIT = 10_000
 
@@ -154,8 +155,12 @@ async def list_timeline(conn: asyncpg.Connection, viewer: User, scope: Scope, li
                         after: str | None = None) -> list[Event]:
     """Newest first; the caller has checked that the viewer may see the card the scope belongs to."""
     key = paging.decode(after, (datetime, str, int)) or _START
-    rows = await conn.fetch(TIMELINE, list(scope.contact_ids), scope.company_id, scope.lead_id, scope.deal_id,
-                            *key, limit)
+    async with conn.transaction():
+        # A plan for these very values: a generic plan (which PostgreSQL may pick for a prepared statement after
+        # five runs) cannot tell which of $1..$4 are NULL and may walk the whole calls or mail index by time.
+        await conn.execute(CUSTOM_PLAN)
+        rows = await conn.fetch(TIMELINE, list(scope.contact_ids), scope.company_id, scope.lead_id, scope.deal_id,
+                                *key, limit)
     call_ids = [r["id"] for r in rows if r["kind"] == "call"]
     mail_ids = [r["id"] for r in rows if r["kind"] == "mail"]
     calls = {r["id"]: r for r in await conn.fetch(CALL_DETAILS, call_ids, _scope(viewer))} if call_ids else {}

@@ -13,6 +13,7 @@ from crm import mail as mail_db
 from crm import tasks as tasks_db
 from crm.matching import find_caller
 from crm.timeline import Scope
+from crm.users import User
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 INSERT_CALL = """
@@ -237,3 +238,23 @@ async def test_after_a_merge_the_routing_index_sends_the_moved_numbers_to_the_ke
         assert index.find("79160000202", "RU") == await find_caller(conn, "79160000202", "RU")
     finally:
         await keeper.stop()
+
+
+async def test_a_card_reads_its_own_rows_through_the_indexes_never_a_whole_table(conn):
+    await conn.execute("""
+        INSERT INTO contacts (name) SELECT 'c' || g FROM generate_series(1, 20000) g;
+        INSERT INTO calls (pbx, linkedid, direction, caller, callee, started_at, ended_at, outcome, ring_seconds,
+                           talk_seconds, contact_id)
+        SELECT 'lab', g::text, 'inbound', '+7916', '101', now() - g * interval '1 minute',
+               now() - g * interval '1 minute', 'answered', 1, 1, 1 + g % 20000 FROM generate_series(1, 100000) g;
+        INSERT INTO mail_messages (raw, status, subject, contact_id, received_at)
+        SELECT '\\x00', 'parsed', 's', 1 + g % 20000, now() - g * interval '1 minute' FROM generate_series(1, 40000) g;
+        ANALYZE calls; ANALYZE mail_messages; ANALYZE contacts;
+    """)
+    for scope in ((([7], None, None, None)), ([], 7, None, None), ([], None, 7, None), ([], None, 7, 7)):
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + timeline.TIMELINE, *scope, *timeline._START, 51))
+        assert "Seq Scan on calls" not in plan and "Seq Scan on mail_messages" not in plan, plan
+        assert "calls_started_id_idx" not in plan and "mail_messages_received" not in plan, plan
+    events = await timeline.list_timeline(conn, User(1, "x", "head", None, "X", True), Scope(contact_ids=(7,)))
+    # Calls and mail of the same minute: the order is (time, kind, id) descending, so "mail" before "call".
+    assert [e.kind for e in events] == ["mail", "call", "mail", "call", "call", "call", "call"]

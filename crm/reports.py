@@ -112,8 +112,34 @@ SELECT user_id,
        count(*) FILTER (WHERE direction = 'outbound') AS outbound,
        count(*) FILTER (WHERE direction = 'outbound' AND outcome = 'answered') AS outbound_reached,
        coalesce(sum(talk_seconds) FILTER (WHERE direction <> 'internal' AND outcome = 'answered'), 0) AS talk_seconds,
-       avg(ring_seconds) FILTER (WHERE direction = 'inbound' AND outcome = 'answered') AS avg_answer_seconds
+       coalesce(sum(ring_seconds) FILTER (WHERE direction = 'inbound' AND outcome = 'answered'), 0) AS answer_wait
 FROM ci WHERE user_id IS NOT NULL GROUP BY user_id
+"""
+# The same two figures from the per-day summary (migration 0026) for the whole UTC days `$1`..`$2` (excluded).
+_DAYS_IN = """
+FROM call_day_stats s
+WHERE s.day >= $1 AND s.day < $2 AND ($3::text IS NULL OR (s.direction = 'inbound' AND s.line = $3))
+  AND ($4::text IS NULL OR s.queue = $4)
+"""
+MANAGER_OFFERED_DAYS = f"""
+SELECT s.ext, sum(s.calls)::bigint AS offered,
+       coalesce(sum(s.calls) FILTER (WHERE s.outcome = ANY($5::text[])), 0)::bigint AS unanswered
+{_DAYS_IN} AND s.ext <> ''
+GROUP BY s.ext
+"""
+MANAGER_OWN_DAYS = f"""
+SELECT s.user_id,
+       coalesce(sum(s.calls) FILTER (WHERE s.direction = 'inbound' AND s.outcome = 'answered'), 0)::bigint
+         AS inbound_answered,
+       coalesce(sum(s.calls) FILTER (WHERE s.direction = 'outbound'), 0)::bigint AS outbound,
+       coalesce(sum(s.calls) FILTER (WHERE s.direction = 'outbound' AND s.outcome = 'answered'), 0)::bigint
+         AS outbound_reached,
+       coalesce(sum(s.talk_sum) FILTER (WHERE s.direction <> 'internal' AND s.outcome = 'answered'), 0)::bigint
+         AS talk_seconds,
+       coalesce(sum(s.ring_sum) FILTER (WHERE s.direction = 'inbound' AND s.outcome = 'answered'), 0)::bigint
+         AS answer_wait
+{_DAYS_IN} AND s.ext = '' AND s.user_id <> 0
+GROUP BY s.user_id
 """
 # Missed callers first missed in the period, by the manager the row is assigned to.
 MANAGER_CALLBACKS = """
@@ -250,6 +276,27 @@ FROM (SELECT c.callee AS line, coalesce(c.queue, '') AS queue, (c.started_at AT 
       FROM calls c {_SERVICE_WHERE}) c
 GROUP BY GROUPING SETS ((line, queue), (day), (weekday, hour))
 """
+# The same from the per-hour summary (migration 0026): rows of the call itself, or of the calls offered to an
+# extension ($5). `within[N + 1]` counts the answered calls that waited at most N seconds.
+WITHIN_MAX = 120
+SERVICE_HOURS = """
+SELECT line, queue, day, weekday, hour, GROUPING(line, queue, day, weekday, hour) AS grouping,
+       sum(calls)::bigint AS offered, coalesce(sum(calls) FILTER (WHERE outcome = 'answered'), 0)::bigint AS answered,
+       coalesce(sum(calls) FILTER (WHERE outcome = 'abandoned'), 0)::bigint AS abandoned,
+       coalesce(sum(calls) FILTER (WHERE outcome IN ('missed', 'busy')), 0)::bigint AS missed,
+       coalesce(sum(calls) FILTER (WHERE outcome = 'failed'), 0)::bigint AS failed,
+       coalesce(sum(calls) FILTER (WHERE outcome = 'unknown'), 0)::bigint AS unknown,
+       coalesce(sum(within[$6 + 1]) FILTER (WHERE outcome = 'answered'), 0)::bigint AS answered_in_time,
+       sum(ring_sum) / sum(calls)::numeric AS avg_wait, max(ring_max) AS max_wait
+FROM (SELECT s.line, s.queue, (s.hour AT TIME ZONE $7)::date AS day,
+             extract(isodow FROM s.hour AT TIME ZONE $7)::int AS weekday,
+             extract(hour FROM s.hour AT TIME ZONE $7)::int AS hour, s.outcome, s.calls, s.ring_sum, s.ring_max,
+             s.within
+      FROM call_hour_stats s
+      WHERE s.hour >= $1 AND s.hour < $2 AND ($3::text IS NULL OR s.line = $3) AND ($4::text IS NULL OR s.queue = $4)
+        AND s.ext = coalesce($5::text, '')) c
+GROUP BY GROUPING SETS ((line, queue), (day), (weekday, hour))
+"""
 # GROUPING() bits (line, queue, day, weekday, hour), 1 = summed over: which breakdown a row belongs to.
 BY_LINE, BY_DAY, BY_HOUR = 0b00111, 0b11011, 0b11100
 _BREAKDOWN_KEYS = {BY_LINE: ("line", "queue"), BY_DAY: ("day",), BY_HOUR: ("weekday", "hour")}
@@ -335,14 +382,51 @@ INSERT_FOLLOW_UP = "INSERT INTO tasks (kind, title, assignee_id, due_at) VALUES 
 # ---------------------------------------------------------------------------------------------------- reports
 
 
+def utc_days(period: Period) -> tuple[tuple[date, date] | None, list[tuple[datetime, datetime]]]:
+    """The whole UTC days inside the period (first, and the day after the last), which the summaries answer,
+    and the parts of UTC days at its edges (a local day starts at a UTC hour), which the calls answer."""
+    start, end = period.start.astimezone(UTC), period.end.astimezone(UTC)
+    first = start.date() if start.timetz() == time(0, tzinfo=UTC) else start.date() + timedelta(days=1)
+    after = end.date()
+    if first >= after:
+        return None, [(start, end)]
+    first_at, after_at = datetime.combine(first, time(0), UTC), datetime.combine(after, time(0), UTC)
+    edges = [(a, b) for a, b in ((start, first_at), (after_at, end)) if a < b]
+    return (first, after), edges
+
+
+def _add_up(into: dict[Any, dict[str, Any]], key: str, rows: list[asyncpg.Record]) -> None:
+    for row in rows:
+        figures = into.setdefault(row[key], {})
+        for name, value in row.items():
+            if name != key:
+                figures[name] = figures.get(name, 0) + (value or 0)
+
+
+async def _manager_call_figures(conn: asyncpg.Connection, period: Period, filters: Filters
+                                ) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Calls offered to each extension, and each user's own call figures: whole days from the summary."""
+    offered: dict[str, dict[str, Any]] = {}
+    own: dict[int, dict[str, Any]] = {}
+    days, edges = utc_days(period)
+    if days:
+        _add_up(offered, "ext", await conn.fetch(MANAGER_OFFERED_DAYS, *days, filters.line, filters.queue,
+                                                 list(UNANSWERED)))
+        _add_up(own, "user_id", await conn.fetch(MANAGER_OWN_DAYS, *days, filters.line, filters.queue))
+    for start, end in edges:
+        _add_up(offered, "ext", await conn.fetch(MANAGER_OFFERED, start, end, filters.line, filters.queue,
+                                                 list(UNANSWERED)))
+        _add_up(own, "user_id", await conn.fetch(MANAGER_OWN, start, end, filters.line, filters.queue))
+    return offered, own
+
+
 async def managers_report(conn: asyncpg.Connection, period: Period, filters: Filters, now: datetime
                           ) -> list[dict[str, Any]]:
     """One row per seller: calls (call level), callbacks, leads, deals, overdue tasks."""
     people = await conn.fetch(REPORT_USERS, filters.manager_id)
-    call_args = (period.start, period.end, filters.line, filters.queue)
-    offered = {r["ext"]: r for r in await conn.fetch(MANAGER_OFFERED, *call_args, list(UNANSWERED))}
+    offered, own_calls = await _manager_call_figures(conn, period, filters)
     parts = [
-        await conn.fetch(MANAGER_OWN, *call_args),
+        [{"user_id": user_id} | figures for user_id, figures in own_calls.items()],
         await conn.fetch(MANAGER_CALLBACKS, period.start, period.end, filters.line),
         await conn.fetch(MANAGER_LEADS, period.start, period.end, filters.line, filters.source),
         await conn.fetch(MANAGER_DEALS, period.start, period.end, filters.source),
@@ -365,7 +449,8 @@ async def managers_report(conn: asyncpg.Connection, period: Period, filters: Fil
             "inbound_missed": rang["unanswered"] if rang else 0,
             "outbound": own.get("outbound", 0), "outbound_reached": own.get("outbound_reached", 0),
             "talk_seconds": talk, "avg_talk_seconds": _round(talk / answered if answered else None),
-            "avg_answer_seconds": _round(own.get("avg_answer_seconds")),
+            "avg_answer_seconds": _round(own["answer_wait"] / own["inbound_answered"]
+                                         if own.get("inbound_answered") else None),
             "missed_callers": own.get("missed_callers", 0), "called_back": own.get("called_back", 0),
             "called_back_in_time": own.get("called_back_in_time", 0),
             "leads": own.get("leads", 0), "leads_converted": own.get("converted", 0),
@@ -422,8 +507,13 @@ async def service_report(conn: asyncpg.Connection, period: Period, filters: Filt
                          ) -> dict[str, Any]:
     args = (period.start, period.end, filters.line, filters.queue, await _extension(conn, filters.manager_id),
             threshold)
+    # The hourly summary serves thresholds it counts, in zones whose local hours are whole UTC hours.
+    zone = ZoneInfo(period.timezone)
+    summary = threshold <= WITHIN_MAX and all(
+        (moment.astimezone(zone).utcoffset() or timedelta(0)) % timedelta(hours=1) == timedelta(0)
+        for moment in (period.start, period.end))
     parts: dict[int, list[dict[str, Any]]] = {BY_LINE: [], BY_DAY: [], BY_HOUR: []}
-    for row in await conn.fetch(SERVICE_ALL, *args, period.timezone):
+    for row in await conn.fetch(SERVICE_HOURS if summary else SERVICE_ALL, *args, period.timezone):
         data = _service_row(row)
         drop = {"line", "queue", "day", "weekday", "hour", "grouping"} - set(_BREAKDOWN_KEYS[row["grouping"]])
         parts[row["grouping"]].append({k: v for k, v in data.items() if k not in drop})

@@ -184,7 +184,7 @@ async def explain(conn, first: date, last: date, zone: str) -> None:
         "service without the summary (calls)": (reports.SERVICE_ALL, period.start, period.end, None, None,
                                                        None, 20, zone),
         "funnel: entered": (reports.FUNNEL_ENTERED, period.start, period.end, None, None, datetime.now(UTC)),
-        "segments: ABC": (reports.SEGMENTS_ABC, period.start, period.end, None, None),
+        "segments: ABC": (reports.SEGMENTS_ABC["won"], period.start, period.end, None, None, zone),
     }
     for title, (sql, *args) in plans.items():
         rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF) " + sql, *args)

@@ -32,6 +32,7 @@ from web import (
     pages,
     realtime,
     recordings,
+    reminders,
     reports,
     routing,
     sockets,
@@ -90,6 +91,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     forms.setup(app)
     deals.setup(app)
     money.setup(app)
+    reminders.setup(app)
     documents.setup(app)
     company.setup(app)
     admin.setup(app)

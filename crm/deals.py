@@ -101,9 +101,25 @@ LEFT JOIN users u ON u.id = d.manager_id
 """
 # A manager sees their own deals; head and admin see all.
 GET_DEAL = _DEAL_SELECT + "WHERE d.id = $1 AND ($2::bigint IS NULL OR d.manager_id = $2)"
-LIST_DEALS = _DEAL_SELECT + """
+# Stage by stage from the cursor's stage on, each one range of deals_stage_order_idx (a manager's:
+# deals_manager_stage_order_idx, migration 0028): the stage's position lives in deal_stages, so one index
+# over deals cannot give the whole order.
+LIST_DEALS = _DEAL_SELECT.replace("FROM deals d\nJOIN deal_stages s ON s.code = d.stage", """FROM deal_stages s
+CROSS JOIN LATERAL (
+    SELECT * FROM deals d
+    WHERE d.stage = s.code AND ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
+      AND $3::bigint IS NULL AND $4::bigint IS NULL
+      AND (d.stage_changed_at, d.id) > (CASE WHEN s.position = $5 THEN $6::timestamptz ELSE '-infinity' END,
+                                        CASE WHEN s.position = $5 THEN $7::bigint ELSE 0 END)
+    ORDER BY d.stage_changed_at, d.id LIMIT $8
+) d""") + """
+WHERE s.position >= $5::int
+ORDER BY s.position, d.stage_changed_at, d.id LIMIT $8
+"""
+# A contact's or a company's few deals: found by deals_contact_all_idx / deals_company_idx (0028), then sorted.
+LIST_PARTY_DEALS = _DEAL_SELECT + """
 WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
-  AND (($3::bigint IS NULL AND $4::bigint IS NULL) OR d.contact_id = $3 OR d.company_id = $4)
+  AND (d.contact_id = $3 OR d.company_id = $4)
   AND (s.position, d.stage_changed_at, d.id) > ($5::int, $6::timestamptz, $7::bigint)
 ORDER BY s.position, d.stage_changed_at, d.id LIMIT $8
 """
@@ -212,7 +228,8 @@ async def list_deals(conn: asyncpg.Connection, viewer: User, status: str | None 
     if status is not None and status not in ("in_progress", "won", "lost"):
         raise ValidationError("status", "in_progress, won or lost")
     # A contact's or a company's own deals; neither given: every deal the viewer may see.
-    rows = await conn.fetch(LIST_DEALS, _scope(viewer), status, contact_id, company_id, *key, limit)
+    query = LIST_DEALS if contact_id is None and company_id is None else LIST_PARTY_DEALS
+    rows = await conn.fetch(query, _scope(viewer), status, contact_id, company_id, *key, limit)
     return [_deal(r) for r in rows]
 
 

@@ -312,8 +312,10 @@ async def home_page(request: web.Request) -> web.Response:
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     async with request.app[keys.POOL].acquire() as conn:
         open_deals = await deals_db.list_deals(conn, user, "in_progress")
-        callbacks = [r for r in await missed_db.list_rows(conn, user, now, timedelta(days=7))
-                     if r.state != "resolved" and (r.manager_id == user.id or user.sees_everything)]
+        # The first 8 waiting (open rows come first on the board): a manager's own, the head's all.
+        callbacks = [r for r in await missed_db.list_rows(conn, user, now, timedelta(days=7),
+                                                          None if user.sees_everything else user.id, limit=8)
+                     if r.state != "resolved"]
         sales = await deals_db.illiquid_sales(conn, user, month_start, ILLIQUID_DAYS)
         my_tasks = [t for t in await tasks_db.list_open_tasks(conn, user) if t.kind != "callback"]
         slow = (await stock.illiquid(conn, now, ILLIQUID_DAYS))[:5]

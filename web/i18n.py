@@ -171,6 +171,9 @@ class Reader:
     locale: Locale = field(init=False)
 
     catalog: dict[str, Any] = field(init=False)
+    # babel's format_unit costs ~100 µs and a list page asks for the same few values (0–59 minutes or
+    # seconds, a few hours) hundreds of times: each (value, unit) is formatted once.
+    unit_texts: dict[tuple[int | str, str], str] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "locale", Locale.parse(self.language))
@@ -240,13 +243,19 @@ class Reader:
         minutes, secs = divmod(rest, 60)
         parts = []
         if hours:
-            parts.append(format_unit(hours, "duration-hour", length="short", locale=self.locale))
+            parts.append(self._unit(hours, "hour"))
         if hours or minutes:
-            shown = f"{minutes:02d}" if hours else minutes
-            parts.append(format_unit(shown, "duration-minute", length="short", locale=self.locale))
-        shown = f"{secs:02d}" if hours or minutes else secs
-        parts.append(format_unit(shown, "duration-second", length="short", locale=self.locale))
+            parts.append(self._unit(f"{minutes:02d}" if hours else minutes, "minute"))
+        parts.append(self._unit(f"{secs:02d}" if hours or minutes else secs, "second"))
         return " ".join(parts)
+
+    def _unit(self, value: int | str, unit: str) -> str:
+        text = self.unit_texts.get((value, unit))
+        if text is None:
+            text = format_unit(value, f"duration-{unit}", length="short", locale=self.locale)
+            if len(self.unit_texts) < 4096:  # hours are unbounded in theory
+                self.unit_texts[(value, unit)] = text
+        return text
 
     def _js_catalog(self) -> dict[str, Any]:
         """What the pages' JavaScript needs to speak: its messages, the labels, the server texts and the formats."""

@@ -116,6 +116,12 @@ CROSS JOIN LATERAL (
 WHERE s.position >= $5::int
 ORDER BY s.position, d.stage_changed_at, d.id LIMIT $8
 """
+# The home page's stuck deals (longer in their stage than its norm), in list order: the longest in each stage
+# come first in its index range, so each stage reads only the deals it returns.
+LIST_STUCK_DEALS = LIST_DEALS.replace("      AND $3::bigint IS NULL AND $4::bigint IS NULL\n", """\
+      AND d.stage_changed_at < $3::timestamptz - make_interval(days => s.normal_days) AND $4::bigint IS NULL
+""")
+COUNT_DEALS = "SELECT count(*) FROM deals WHERE status = $2 AND ($1::bigint IS NULL OR manager_id = $1)"
 # A contact's or a company's few deals: found by deals_contact_all_idx / deals_company_idx (0028), then sorted.
 LIST_PARTY_DEALS = _DEAL_SELECT + """
 WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
@@ -231,6 +237,18 @@ async def list_deals(conn: asyncpg.Connection, viewer: User, status: str | None 
     query = LIST_DEALS if contact_id is None and company_id is None else LIST_PARTY_DEALS
     rows = await conn.fetch(query, _scope(viewer), status, contact_id, company_id, *key, limit)
     return [_deal(r) for r in rows]
+
+
+async def list_stuck_deals(conn: asyncpg.Connection, viewer: User, now: datetime, limit: int = 10) -> list[Deal]:
+    """The deals in progress longer in their stage than its norm (Deal.is_stuck), in list order."""
+    start = (-(2 ** 31), datetime.min.replace(tzinfo=UTC), 0)
+    return [_deal(r) for r in await conn.fetch(LIST_STUCK_DEALS, _scope(viewer), "in_progress", now, None, *start,
+                                               limit)]
+
+
+async def count_deals(conn: asyncpg.Connection, viewer: User, status: str = "in_progress") -> int:
+    """Cheap at 20,000 deals: one range of an index (migration 0028)."""
+    return await conn.fetchval(COUNT_DEALS, _scope(viewer), status)
 
 
 async def list_deals_page(conn: asyncpg.Connection, viewer: User, status: str | None = None, limit: int = 500,

@@ -129,10 +129,12 @@ RETURNING id
 CALL_ID = "SELECT id FROM calls WHERE pbx = $1 AND linkedid = $2"
 # Named only when the caller gave one and the lead has none yet (the routing door may have come first).
 NAME_LEAD = "UPDATE leads SET name = $2, updated_at = now() WHERE id = $1 AND name = '' RETURNING id"
-# The manager who answered an unknown caller takes their lead, unless somebody already has it.
+# The manager who answered an unknown caller takes their lead, unless somebody already has it: a rule's pick
+# that nobody has acted on yet (still new) gives way to the manager who has just talked to the person.
 TAKE_LEAD = """
 UPDATE leads SET manager_id = $2, updated_at = now()
-WHERE id = $1 AND manager_id IS NULL AND status IN ('new', 'in_work') RETURNING id"""
+WHERE id = $1 AND status IN ('new', 'in_work')
+  AND (manager_id IS NULL OR (auto_assigned AND status = 'new' AND manager_id <> $2)) RETURNING id"""
 UPSERT_LEG = """
 INSERT INTO call_legs (call_id, pbx, uniqueid, channel, kind, extension, created_at, answered_at, ended_at,
                        hangup_cause)
@@ -271,7 +273,7 @@ async def save_call(conn: asyncpg.Connection, record: CallRecordLike, region: st
         new_lead = lead.lead if lead is not None and lead.created else None
         if lead is not None and record.outcome == "answered" and user_id is not None:
             if await conn.fetchval(TAKE_LEAD, lead.lead.id, user_id) is not None and new_lead is not None:
-                new_lead = replace(new_lead, manager_id=user_id)
+                new_lead = replace(new_lead, manager_id=user_id, auto_assigned=False)
         if call_id is None:
             return SavedCall(await conn.fetchval(CALL_ID, record.pbx, record.call_id), [], False, new_lead)
         if record.legs:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from crm import paging
+from crm import leadrules, paging
 from crm.contacts import PartyInput, clean_email, create_party
 from crm.errors import Conflict, Forbidden, NotFound, ValidationError
-from crm.phones import format_phone
+from crm.phones import format_phone, parse_phone
 from crm.users import User
 
 OPEN_STATUSES = ("new", "in_work", "qualified")
@@ -36,6 +36,9 @@ class Lead:
     company_id: int | None
     created_at: datetime
     updated_at: datetime
+    version: int = 1
+    rule_id: int | None = None  # the distribution rule that gave it its manager (while nobody else has)
+    auto_assigned: bool = False
 
     @property
     def title(self) -> str:
@@ -53,7 +56,7 @@ class Lead:
 _LEAD_SELECT = """
 SELECT l.id, l.status, l.source, l.phone_e164, l.email, l.name, l.company_name, l.first_message, l.line,
        l.manager_id, u.display_name AS manager_name, l.junk_reason, l.contact_id, l.company_id, l.created_at,
-       l.updated_at
+       l.updated_at, l.version, l.rule_id, l.auto_assigned
 FROM leads l LEFT JOIN users u ON u.id = l.manager_id
 """
 # A manager sees the leads assigned to them; head and admin see all.
@@ -82,11 +85,11 @@ RETURNING id
 """
 INSERT_MANUAL_LEAD = """
 INSERT INTO leads (source, phone_e164, email, name, company_name, first_message, manager_id, status)
-VALUES ('manual', $1, $2, $3, $4, $5, $6, CASE WHEN $6::bigint IS NULL THEN 'new' ELSE 'in_work' END)
+VALUES ($7, $1, $2, $3, $4, $5, $6, CASE WHEN $6::bigint IS NULL THEN 'new' ELSE 'in_work' END)
 RETURNING id
 """
 INSERT_ANONYMOUS_LEAD = """
-INSERT INTO leads (source, name, company_name, first_message) VALUES ($1, $2, $3, $4) RETURNING id
+INSERT INTO leads (source, name, company_name, first_message, line) VALUES ($1, $2, $3, $4, $5) RETURNING id
 """
 # Every change of a lead claims its row first, so two clicks (or a click and the head's assignment)
 # run one after the other and the second sees what the first did.
@@ -132,6 +135,7 @@ class NewLead:
 
     lead_id: int
     text: str
+    manager_id: int | None = None  # given by a distribution rule: told live too
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +179,15 @@ def lead_key(lead: Lead) -> tuple[bool, datetime, int]:
     return lead.status == "new", lead.created_at, lead.id
 
 
+async def _placed(conn: asyncpg.Connection, lead_id: int, announce: str) -> Lead:
+    """The one place every new lead goes through, inside the transaction that created it: the heads' stored
+    notification, then the distribution rules (crm.leadrules), so nobody ever sees it without the manager a rule
+    gives it; the lead as it is now."""
+    await notify_heads(conn, "new_lead", announce, lead_id)
+    await leadrules.distribute(conn, lead_id)
+    return _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
+
+
 async def _get_or_create(conn: asyncpg.Connection, insert: str, insert_args: tuple, find_open: str, key: str,
                          announce: str) -> tuple[Lead, bool]:
     """Insert unless an open lead holds `key` (the partial unique index decides), else return that one."""
@@ -185,9 +198,7 @@ async def _get_or_create(conn: asyncpg.Connection, insert: str, insert_args: tup
             if row is not None:
                 return _lead(row), False
             raise Conflict("the open lead for this person changed meanwhile; try again")
-        lead = _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
-        await notify_heads(conn, "new_lead", announce, lead.id)
-        return lead, True
+        return await _placed(conn, lead_id, announce), True
 
 
 # A manager reached the lead on the phone: it is being worked on now (and theirs if nobody had it).
@@ -230,13 +241,13 @@ async def get_or_create_email_lead(conn: asyncpg.Connection, source: str, email:
 
 
 async def create_lead_without_address(conn: asyncpg.Connection, source: str, name: str, company_name: str,
-                                      first_message: str) -> Lead:
+                                      first_message: str, line: str = "") -> Lead:
     """A request with neither phone nor e-mail (a form left half empty) still reaches the CRM."""
-    lead_id = await conn.fetchval(INSERT_ANONYMOUS_LEAD, source, name[:200], company_name[:200],
-                                  first_message[:2000])
-    await notify_heads(conn, "new_lead", f"New lead ({source.replace('_', ' ')}) without a phone or e-mail",
-                       lead_id)
-    return _lead(await conn.fetchrow(GET_LEAD, lead_id, None))
+    async with conn.transaction():
+        lead_id = await conn.fetchval(INSERT_ANONYMOUS_LEAD, source, name[:200], company_name[:200],
+                                      first_message[:2000], line[:64])
+        return await _placed(conn, lead_id,
+                             f"New lead ({source.replace('_', ' ')}) without a phone or e-mail")
 
 
 async def notify_heads(conn: asyncpg.Connection, kind: str, text: str, lead_id: int | None = None,
@@ -330,16 +341,102 @@ async def convert_lead(conn: asyncpg.Connection, viewer: User, lead_id: int, con
     return await get_lead(conn, viewer, lead_id)
 
 
+class DuplicateLead(Conflict):
+    """The phone or e-mail belongs to an open lead already: that lead is shown instead of a second one."""
+
+    def __init__(self, lead_id: int, manager_name: str | None) -> None:
+        super().__init__("this person already has an open lead")
+        self.lead_id = lead_id
+        self.manager_name = manager_name
+
+
+async def _open_lead_of(conn: asyncpg.Connection, phone_e164: str | None, email: str | None,
+                        other_than: int | None = None) -> Lead | None:
+    for query, key in ((OPEN_LEAD_BY_PHONE, phone_e164), (OPEN_LEAD_BY_EMAIL, email)):
+        if key:
+            row = await conn.fetchrow(query, key)
+            if row is not None and row["id"] != other_than:
+                return _lead(row)
+    return None
+
+
+def _lead_fields(name: object, email: object, company_name: object, message: object) -> tuple[str, str | None, str,
+                                                                                                  str]:
+    for field, value in (("name", name), ("email", email), ("company_name", company_name), ("message", message)):
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(field, "must be text")
+    return ((name or "").strip()[:200], clean_email(email) or None, (company_name or "").strip()[:200],
+            (message or "").strip()[:2000])
+
+
 async def create_manual_lead(conn: asyncpg.Connection, viewer: User, name: str, phone_e164: str | None,
-                             email: str | None, company_name: str, message: str) -> Lead:
+                             email: str | None, company_name: str, message: str, source: str = "manual") -> Lead:
+    """A lead entered by hand. A manager who enters it keeps it (they are talking to the person); entered by the
+    head or an admin, the distribution rules place it like any other new lead. A phone or e-mail of an open lead
+    raises DuplicateLead naming that lead: one open lead per person."""
+    name, email, company_name, message = _lead_fields(name, email, company_name, message)
     if not (name or phone_e164 or email):
         raise ValidationError("name", "give at least a name, a phone or an e-mail")
+    if source not in SOURCES:
+        raise ValidationError("source", f"one of {', '.join(SOURCES)}")
     manager_id = None if viewer.sees_everything else viewer.id
-    try:
-        lead_id = await conn.fetchval(INSERT_MANUAL_LEAD, phone_e164, clean_email(email) or None, name[:200],
-                                      company_name[:200], message[:2000], manager_id)
-    except asyncpg.UniqueViolationError as exc:
-        raise Conflict("this person already has an open lead") from exc
-    if manager_id is None:
-        await notify_heads(conn, "new_lead", f"New lead: {name or phone_e164 or email}", lead_id)
+    async with conn.transaction():
+        existing = await _open_lead_of(conn, phone_e164, email)
+        if existing is not None:
+            raise DuplicateLead(existing.id, existing.manager_name)
+        try:
+            async with conn.transaction():
+                lead_id = await conn.fetchval(INSERT_MANUAL_LEAD, phone_e164, email, name, company_name, message,
+                                              manager_id, source)
+        except asyncpg.UniqueViolationError:
+            # Entered at the same moment by someone else (or filed by a call): show theirs.
+            existing = await _open_lead_of(conn, phone_e164, email)
+            if existing is None:
+                raise Conflict("this person already has an open lead") from None
+            raise DuplicateLead(existing.id, existing.manager_name) from None
+        if manager_id is None:
+            await _placed(conn, lead_id, f"New lead: {name or phone_e164 or email}")
     return await get_lead(conn, viewer, lead_id)
+
+
+# An edit by hand claims the row and checks the version it was made over; it counts as working the lead.
+LOCK_FOR_EDIT = """
+SELECT version FROM leads WHERE id = $1 AND ($2::bigint IS NULL OR manager_id = $2) FOR UPDATE
+"""
+EDIT_LEAD = """
+UPDATE leads SET name = $2, phone_e164 = $3, email = $4, company_name = $5, first_message = $6,
+       touched_at = now(), updated_at = now()
+WHERE id = $1
+"""
+EDITABLE = ("name", "phone", "email", "company_name", "first_message")
+
+
+async def update_lead(conn: asyncpg.Connection, viewer: User, lead_id: int, changes: dict, region: str = "RU",
+                      version: int | None = None) -> Lead:
+    """Edit an open lead's name, phone, e-mail, company name or first message (only what `changes` holds); with
+    `version`, an edit over a newer one is refused (Conflict). A manager edits only their own leads."""
+    async with conn.transaction():
+        current_version = await conn.fetchval(LOCK_FOR_EDIT, lead_id, _scope(viewer))
+        if current_version is None:
+            raise NotFound("lead")
+        if version is not None and version != current_version:
+            raise Conflict("someone changed this lead meanwhile; reload it to see their change")
+        lead = await get_lead(conn, viewer, lead_id)
+        _require_open(lead)
+        phone = lead.phone_e164
+        if "phone" in changes:
+            raw = changes["phone"]
+            if raw is not None and not isinstance(raw, str):
+                raise ValidationError("phone", "must be text")
+            phone = parse_phone(raw, region).e164 if raw and raw.strip() else None
+        name, email, company_name, message = _lead_fields(
+            changes.get("name", lead.name), changes.get("email", lead.email),
+            changes.get("company_name", lead.company_name), changes.get("first_message", lead.first_message))
+        existing = await _open_lead_of(conn, phone if phone != lead.phone_e164 else None,
+                                       email if email != lead.email else None, other_than=lead_id)
+        if existing is not None:
+            raise DuplicateLead(existing.id, existing.manager_name)
+        if not (name or phone or email):
+            raise ValidationError("name", "give at least a name, a phone or an e-mail")
+        await conn.execute(EDIT_LEAD, lead_id, name, phone, email, company_name, message)
+        return await get_lead(conn, viewer, lead_id)

@@ -241,6 +241,8 @@ INSERT_REPLY_TASK = """
 INSERT INTO tasks (kind, title, assignee_id, due_at, mail_message_id) VALUES ('reply', $1, $2, $3, $4)
 """
 INSERT_NOTIFICATION = "INSERT INTO notifications (user_id, kind, text, lead_id) VALUES ($1, $2, $3, $4)"
+MAILBOX_OF = "SELECT lower(envelope_to[1]) FROM mail_messages WHERE id = $1"
+RULE_MANAGER_OF_LEAD = "SELECT manager_id FROM leads WHERE id = $1 AND auto_assigned"
 LIST_PARTY_MAIL = """
 SELECT m.id, m.received_at, m.kind, m.subject, m.sender_email, m.sender_name, left(m.text_body, 2000) AS text,
        (SELECT coalesce(json_agg(json_build_object('id', a.id, 'filename', a.filename, 'size', a.size)
@@ -279,6 +281,7 @@ class IntakeResult:
     lead_id: int | None = None
     lead_created: bool = False
     notify_user_id: int | None = None
+    lead_manager_id: int | None = None  # the manager a distribution rule gave the new lead
     error: str | None = None
 
 
@@ -317,8 +320,13 @@ async def process_stored(conn: asyncpg.Connection, message_id: int, raw: bytes, 
                 if match is not None:
                     contact_id, company_id, manager_id = match.contact_id, match.company_id, match.manager_id
                     break
+        lead_manager_id = None
         if contact_id is None and company_id is None:
-            lead_id, lead_created = await _lead_for(conn, parsed)
+            # The mailbox written to (or form:<key>, chat:<key>) is the lead's line: distribution rules use it.
+            line = await conn.fetchval(MAILBOX_OF, message_id) or ""
+            lead_id, lead_created = await _lead_for(conn, parsed, line)
+            if lead_created:
+                lead_manager_id = await conn.fetchval(RULE_MANAGER_OF_LEAD, lead_id)
         extracted = {"name": parsed.name, "phones": parsed.phones, "email": parsed.email,
                      "company": parsed.company, "message": parsed.message[:2000]}
         await conn.execute(MARK_PARSED, message_id, parsed.kind, parsed.subject, parsed.sender_email,
@@ -341,10 +349,11 @@ async def process_stored(conn: asyncpg.Connection, message_id: int, raw: bytes, 
                 notify = manager_id
             else:
                 await notify_heads(conn, "mail", text)
-    return IntakeResult(message_id, "parsed", parsed.kind, contact_id, lead_id, lead_created, notify)
+    return IntakeResult(message_id, "parsed", parsed.kind, contact_id, lead_id, lead_created, notify,
+                        lead_manager_id=lead_manager_id)
 
 
-async def _lead_for(conn: asyncpg.Connection, parsed: ParsedMail) -> tuple[int, bool]:
+async def _lead_for(conn: asyncpg.Connection, parsed: ParsedMail, line: str = "") -> tuple[int, bool]:
     """One open lead per person across channels: a phone already on a call's lead wins."""
     for phone in parsed.phones:
         row = await conn.fetchrow(OPEN_LEAD_BY_PHONE, phone)
@@ -360,11 +369,12 @@ async def _lead_for(conn: asyncpg.Connection, parsed: ParsedMail) -> tuple[int, 
     message = parsed.message or parsed.subject
     if parsed.email:
         lead, created = await get_or_create_email_lead(conn, source, parsed.email, parsed.name, parsed.company,
-                                                       message, phone_e164=(parsed.phones or [None])[0])
+                                                       message, line, phone_e164=(parsed.phones or [None])[0])
     elif parsed.phones:
-        lead, created = await get_or_create_phone_lead(conn, parsed.phones[0], "", parsed.name, message, source)
+        lead, created = await get_or_create_phone_lead(conn, parsed.phones[0], line, parsed.name, message, source)
     else:
-        lead, created = await create_lead_without_address(conn, source, parsed.name, parsed.company, message), True
+        lead = await create_lead_without_address(conn, source, parsed.name, parsed.company, message, line)
+        created = True
     return lead.id, created
 
 

@@ -97,7 +97,9 @@ class QuietNotifier:
 
 
 def new_lead_event(lead: Lead) -> NewLead:
-    return NewLead(lead.id, f"New lead: call from {format_phone(lead.phone_e164) if lead.phone_e164 else lead.title}")
+    """The heads hear of it; the manager a distribution rule gave it to hears too."""
+    return NewLead(lead.id, f"New lead: call from {format_phone(lead.phone_e164) if lead.phone_e164 else lead.title}",
+                   lead.manager_id if lead.auto_assigned else None)
 
 
 class CallPipeline:

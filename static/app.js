@@ -10,6 +10,7 @@
     clearTimeout(box._timer);
     box._timer = setTimeout(() => { box.className = ''; }, 5000);
   };
+  window.callboardToast = toast;  // other page scripts say things the same way
   document.addEventListener('click', async (event) => {
     const link = event.target.closest('a.phone[data-number]');
     if (!link) return;

@@ -36,6 +36,13 @@
     }
   };
   document.addEventListener('click', askPermission, {once: true});
+  // A desktop notification when the person allowed them (task reminders use it too); a click brings the tab forward.
+  window.callboardNotify = (title, body, options) => {
+    if (!('Notification' in window) || Notification.permission !== 'granted') return null;
+    const n = new Notification(title, Object.assign({body: body}, options || {}));
+    n.onclick = () => { window.focus(); n.close(); };
+    return n;
+  };
 
   function renderPopup(p) {
     const card = el('section', 'popup ringing');
@@ -86,6 +93,12 @@
       open.href = '/leads/' + p.lead.id;
       actions.append(open);
     }
+    if (mayOpen && (p.contact || p.company || p.lead)) {
+      const deal = el('a', 'button secondary', _('New deal'));
+      deal.href = '/deals/new?' + (p.contact ? 'contact=' + p.contact.id
+        : p.company ? 'company=' + p.company.id : 'lead=' + p.lead.id);
+      actions.append(deal);
+    }
     card.append(actions);
     card.append(el('div', 'popup-state muted'));
     return card;
@@ -122,10 +135,9 @@
     const card = renderPopup(p);
     popups.set(p.call_id, card);
     stack.prepend(card);
-    if (document.hidden && 'Notification' in window && Notification.permission === 'granted') {
-      const n = new Notification(fill(_('Call: %(number)s'), {number: p.display}),
-        {body: (p.contact && p.contact.name) || p.caller_name || _('New lead')});
-      n.onclick = () => { window.focus(); n.close(); };
+    if (document.hidden) {
+      window.callboardNotify(fill(_('Call: %(number)s'), {number: p.display}),
+        (p.contact && p.contact.name) || p.caller_name || _('New lead'));
     }
   });
 
@@ -146,6 +158,12 @@
       setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 8000);
     } else if (u.state === 'transferred') {
       state.textContent = fill(_('Transferred to %(who)s'), {who: u.answered_by || '…'});
+    } else if (u.state === 'transferred_away') {
+      // This agent passed the call on: it is no longer theirs, so the card says so and goes.
+      badge.textContent = _('Transferred');
+      badge.className = 'badge unknown';
+      state.textContent = fill(_('Transferred to %(who)s'), {who: u.answered_by || '…'});
+      setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 8000);
     } else if (u.state === 'ended') {
       badge.textContent = _('Ended');
       badge.className = 'badge unknown';
@@ -180,7 +198,7 @@
     document.dispatchEvent(new CustomEvent('callboard:task', {detail: t}));
     const box = document.getElementById('toast');
     if (!box) return;
-    box.textContent = fill(_('%(text)s — see the missed-call board'), {text: text(t.text)});
+    box.textContent = t.lead_id ? text(t.text) : fill(_('%(text)s — see the missed-call board'), {text: text(t.text)});
     box.className = 'show';
     setTimeout(() => { box.className = ''; }, 8000);
   });

@@ -39,6 +39,8 @@
       const fresh = new DOMParser().parseFromString(await resp.text(), 'text/html');
       const figures = fresh.getElementById('figures'), current = document.getElementById('figures');
       if (figures && current) current.replaceWith(figures);
+      const tables = fresh.getElementById('missed-breakdown'), shown = document.getElementById('missed-breakdown');
+      if (tables && shown) shown.replaceWith(tables);  // per line / manager / day follow the board too
       const rows = new Map([...fresh.querySelectorAll('tr[data-row]')].map((tr) => [tr.dataset.row, tr]));
       let applied = 0;
       // Newest first in the answer: insert in reverse so the newest ends on top.

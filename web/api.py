@@ -14,6 +14,7 @@ from crm.users import User
 from web import keys
 from web.auth import current_user, require_role
 from web.errors import MAX_ID, path_id
+from web.leadrules import openapi_paths as lead_rule_paths
 from web.paging import page_args, page_json
 from web.reports import openapi_paths as report_paths
 from web.sockets import user_changed
@@ -249,6 +250,25 @@ def _schema_ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _stock_paths(error: dict[str, Any]) -> dict[str, Any]:
+    from web.stock import openapi_paths  # imported here: web.stock imports this module
+
+    return openapi_paths(error)
+
+
+def _task_body(required: list[str]) -> dict[str, Any]:
+    """POST and PATCH /api/tasks: times in ISO 8601 (without a zone: the company's)."""
+    moment = {"type": "string", "format": "date-time"}
+    link = {"type": ["integer", "null"]}
+    return {"content": {"application/json": {"schema": {"type": "object", "required": required, "properties": {
+        "title": {"type": "string", "maxLength": 200}, "due_at": moment,
+        "remind_at": {**moment, "type": ["string", "null"],
+                      "description": "when to push the reminder to the assignee; null: no reminder"},
+        "assignee_id": {"type": "integer"}, "note": {"type": "string"},
+        "state": {"type": "string", "enum": ["open", "done", "cancelled"]}, "version": {"type": "integer"},
+        "contact_id": link, "company_id": link, "deal_id": link, "lead_id": link}}}}}
+
+
 def openapi_spec() -> dict[str, Any]:
     error = {"description": "error", "content": {"application/json": {"schema": _schema_ref("Error")}}}
     party_paths: dict[str, Any] = {}
@@ -314,6 +334,8 @@ def openapi_spec() -> dict[str, Any]:
             **_more_paths(error),
             **_money_paths(error),
             **report_paths(error),
+            **_stock_paths(error),
+            **lead_rule_paths(error),
             "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "list"}}},
                            "post": {"summary": "Create a user (admin)", "responses": {"201": {
                                "description": "created"}, "403": error, "409": error, "422": error}}},
@@ -418,10 +440,19 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
         "/api/leads": {
             "get": {"summary": "Leads (a manager: their own)", "parameters": query("status", "source"),
                     "responses": {**ok, "422": error}},
-            "post": {"summary": "Create a lead by hand {name, phone, email, company_name, message}",
-                     "requestBody": json_body, "responses": {"201": {"description": "created"}, "409": error}}},
+            "post": {"summary": "Create a lead by hand {name, phone, email, company_name, message, source?}; "
+                                "entered by the head, the distribution rules place it; a phone or e-mail of an "
+                                "open lead answers 409 with that lead's `lead_id`",
+                     "requestBody": json_body, "responses": {"201": {"description": "created"}, "409": error,
+                                                             "422": error}}},
         "/api/leads/{id}": {"parameters": by_id, "get": {"summary": "One lead with its calls",
-                                                         "responses": {**ok, "404": error}}},
+                                                         "responses": {**ok, "404": error}},
+                            "patch": {"summary": "Edit {name?, phone?, email?, company_name?, first_message?, "
+                                                 "version?} of an open lead (a manager: their own); a stale "
+                                                 "version is 409, so is another open lead's phone or e-mail "
+                                                 "(with its `lead_id`)",
+                                      "requestBody": json_body,
+                                      "responses": {**ok, "404": error, "409": error, "422": error}}},
         **{f"/api/leads/{{id}}/{action}": {"parameters": by_id, "post": {
             "summary": summary, "requestBody": json_body, "responses": {**ok, "403": error, "409": error,
                                                                         "422": error}}}
@@ -432,38 +463,52 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
         "/api/deals": {
             "get": {"summary": "Deals (a manager: their own)", "parameters": query("status"),
                     "responses": {**ok, "422": error}},
-            "post": {"summary": "Create a deal {title, contact_id | lead_id, needs, legal_entity, amount, "
-                                "probability, source, manager_id}", "requestBody": json_body,
+            "post": {"summary": "Create a deal {title, contact_id | lead_id, company_id, needs, legal_entity, "
+                                "amount, probability, source, manager_id, expected_close_on}", "requestBody": json_body,
                      "responses": {"201": {"description": "created"}, "404": error, "422": error}}},
         "/api/deals/{id}": {"parameters": by_id, "get": {"summary": "One deal with items and stage history",
-                                                         "responses": {**ok, "404": error}}},
+                                                         "responses": {**ok, "404": error}},
+                            "patch": _deal_patch(error)},
         **{f"/api/deals/{{id}}/{action}": {"parameters": by_id, "post": {
             "summary": summary, "requestBody": json_body, "responses": {**ok, "404": error, "409": error,
                                                                         "422": error}}}
-           for action, summary in (("stage", "Move to {stage}; the reservation stage reserves stock"),
-                                   ("close", "{status}: won, or lost with a {reason}"),
+           for action, summary in (("stage", "Move to {stage, version?} by the stage rules (409 with error.rule: "
+                                              "needs_items, needs_contract, not_skippable, stale); the "
+                                              "reservation stage reserves stock; the stage's automatic tasks"),
+                                   ("close", "{status, version?}: won, or lost with a {reason}; won with items "
+                                             "unshipped is 409 (error.rule unshipped) unless {confirm: true, "
+                                             "reason}"),
                                    ("items", "Add {product_id | sku, quantity, price?}"),
                                    ("remove-item", "Remove {item_id}, releasing its reservation"),
                                    ("reserve", "Reserve what stock has; order the rest"))},
         "/api/products": {
             "get": {"summary": "Products with balances", "parameters": query("q"), "responses": ok},
-            "post": {"summary": "Create a product {sku, name, unit, price, barcode?, made_in_house} (head, admin)",
+            "post": {"summary": "Create a product {sku, name, unit, price, barcode?, made_in_house} "
+                                "(warehouse, head, admin)",
                      "requestBody": json_body, "responses": {"201": {"description": "created"}, "409": error}}},
         "/api/stock": {"get": {"summary": "Balances (on hand, reserved, available) and illiquid products",
                                "parameters": query("q", "illiquid_days"), "responses": ok}},
         "/api/stock/movements": {"post": {
-            "summary": "A receipt, shipment (oldest batch first) or write-off {product_id, kind, quantity}",
+            "summary": "A receipt {product_id, kind, quantity, warehouse_id?, expires_on?, document_number?}, "
+                       "shipment (oldest batch first) or write-off (with a reason); see also /api/stock/receipts, "
+                       "/api/stock/writeoffs, /api/stock/transfers",
             "requestBody": json_body, "responses": {"201": {"description": "new balance"}, "409": error,
                                                     "422": error}}},
         "/api/tasks": {"get": {"summary": "My open tasks (callbacks, replies, stuck deals)", "responses": ok},
-                       "post": {"summary": "Set a follow-up {title, due_at, assignee_id?, note?, contact_id? | "
-                                           "company_id? | deal_id? | lead_id?} (a manager assigns to themselves)",
-                                "requestBody": json_body,
+                       "post": {"summary": "Set a follow-up {title, due_at, remind_at?, assignee_id?, note?, "
+                                           "contact_id? | company_id? | deal_id? | lead_id?} (a manager assigns to "
+                                           "themselves); remind_at left out: reminded at due_at; null: no reminder",
+                                "requestBody": _task_body(required=["title", "due_at"]),
                                 "responses": {"201": {"description": "created"}, "403": error, "404": error,
                                               "422": error}}},
+        "/api/tasks/reminders": {"get": {
+            "summary": "My reminders sent in the last 30 minutes for tasks still open (they are pushed live as the "
+                       "socket.io event `reminder` at remind_at)", "responses": ok}},
         "/api/tasks/{id}": {"parameters": by_id, "patch": {
-            "summary": "Edit {title?, due_at?, assignee_id?, note?, state?, version?}; a stale version is 409",
-            "requestBody": json_body, "responses": {**ok, "403": error, "404": error, "409": error, "422": error}}},
+            "summary": "Edit {title?, due_at?, remind_at?, assignee_id?, note?, state?, version?}; a stale version is "
+                       "409; a new remind_at arms the reminder again; a new due_at alone moves the reminder with it",
+            "requestBody": _task_body(required=[]),
+            "responses": {**ok, "403": error, "404": error, "409": error, "422": error}}},
         "/api/tasks/{id}/done": {"parameters": by_id, "post": {
             "summary": "Close a reply or follow-up task (callbacks close when the customer is reached)",
             "responses": {**ok, "404": error, "409": error}}},
@@ -477,6 +522,29 @@ def _more_paths(error: dict[str, Any]) -> dict[str, Any]:
             "summary": "Assign the callback to {manager_id} (head)", "requestBody": json_body,
             "responses": {**ok, "403": error, "404": error}}},
     }
+
+
+def _deal_patch(error: dict[str, Any]) -> dict[str, Any]:
+    """PATCH /api/deals/{id} (web/board.py)."""
+    fields = {
+        "title": {"type": "string", "maxLength": 200}, "amount": {"type": ["string", "number", "null"],
+                                                              "description": "set by hand; null: the items' total"},
+        "probability": {"type": "integer", "minimum": 0, "maximum": 100}, "needs": {"type": "string"},
+        "legal_entity": {"type": "string"}, "contact_id": {"type": ["integer", "null"]},
+        "company_id": {"type": ["integer", "null"]},
+        "manager_id": {"type": "integer", "description": "head and admin only"},
+        "expected_close_on": {"type": ["string", "null"], "format": "date"},
+        "stage": {"type": "string", "description": "moved by the same rules as POST /api/deals/{id}/stage"},
+        "version": {"type": "integer", "description": "as read; a stale one answers 409, nothing written"}}
+    conflict = {"description": "stale version or a stage rule: error.rule says which (stale, needs_items, "
+                               "needs_contract, not_skippable); `current` is the deal as stored now",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "error": {"type": "object"}, "current": {"type": "object"}}}}}}
+    return {"summary": "Change any of the fields sent; with `version`, an edit over a newer one is refused (409)",
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": fields, "additionalProperties": False}}}},
+            "responses": {"200": {"description": "the deal as saved, with its new version"}, "403": error,
+                          "404": error, "409": conflict, "422": error}}
 
 
 async def openapi(request: web.Request) -> web.Response:

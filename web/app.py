@@ -13,6 +13,7 @@ from web import (
     admin,
     api,
     auth,
+    board,
     company,
     deals,
     documents,
@@ -21,6 +22,7 @@ from web import (
     health,
     i18n,
     keys,
+    leadrules,
     leads,
     mailserver,
     memory,
@@ -35,6 +37,8 @@ from web import (
     reports,
     routing,
     sockets,
+    stock,
+    tasks,
     telephony,
     tokens,
     webhooks,
@@ -85,10 +89,13 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     pages.setup(app)
     api.setup(app)
     leads.setup(app)
+    leadrules.setup(app)
     missed.setup(app)
     mailserver.setup(app)
     forms.setup(app)
     deals.setup(app)
+    stock.setup(app)  # the warehouse's screens (web/stock.py)
+    board.setup(app)  # the deals board, editing, stage rules
     money.setup(app)
     documents.setup(app)
     company.setup(app)
@@ -101,6 +108,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     recordings.setup(app)
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     reports.setup(app)  # after realtime: the wallboard's socket event
+    tasks.setup(app)  # after realtime: reminders go out through its notifier
     telephony.setup(app)
     routing.setup(app)  # after telephony: the router reads the agents' states
     memory.setup(app)  # last: freezes what start-up and the routing index loaded

@@ -7,30 +7,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from crm import calls as calls_db
-from crm import contacts as contacts_db
 from crm import contracts as contracts_db
 from crm import deals as deals_db
 from crm import documents as documents_db
-from crm import errors, paging, stock
+from crm import errors, stock
 from crm import invoices as invoices_db
-from crm import leads as leads_db
+from crm import leadrules as leadrules_db
 from crm import mail as mail_db
 from crm import missed as missed_db
 from crm import tasks as tasks_db
-from crm.deals import Deal, DealItem
+from crm import users as users_db
+from crm.deals import Deal, DealItem, RuleRefused
 from crm.stock import Balance
 from web import documents, keys
 from web.api import read_json
 from web.auth import current_user, require_role
+from web.errors import error_body
 from web.i18n import request_reader
 from web.jobs import periodic_job
 from web.pages import render
-from web.paging import next_url, page_args, page_json
+from web.paging import page_args, page_json
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,10 @@ def deal_json(deal: Deal, items: list[DealItem] | None = None) -> dict[str, Any]
         "stage": deal.stage, "stage_name": deal.stage_name, "status": deal.status, "loss_reason": deal.loss_reason,
         "needs": deal.needs, "legal_entity": deal.legal_entity, "amount": _money(deal.amount),
         "probability": deal.probability, "source": deal.source, "stuck": deal.is_stuck(_now()),
-        "stage_changed_at": deal.stage_changed_at.isoformat(), "created_at": deal.created_at.isoformat()}
+        "stage_changed_at": deal.stage_changed_at.isoformat(), "created_at": deal.created_at.isoformat(),
+        "contact_name": deal.contact_name, "company_name": deal.company_name,
+        "manual_amount": _money(deal.manual_amount), "version": deal.version,
+        "expected_close_on": deal.expected_close_on.isoformat() if deal.expected_close_on else None}
     if items is not None:
         body["items"] = [{"id": i.id, "product_id": i.product_id, "sku": i.sku, "name": i.name,
                           "quantity": str(i.quantity), "price": _money(i.price), "reserved": str(i.reserved),
@@ -112,25 +115,23 @@ async def _create(request: web.Request, data: dict[str, Any]) -> Deal:
             company_id=int_field(data, "company_id"), lead_id=int_field(data, "lead_id"),
             manager_id=int_field(data, "manager_id"), needs=text_field(data, "needs"),
             legal_entity=text_field(data, "legal_entity"), manual_amount=data.get("amount"),
-            probability=20 if probability in (None, "") else probability, source=text_field(data, "source"))
-
-
-def _goods_handler(user) -> None:
-    """Goods arrive by the warehouse's hand (the head and admin may stand in): a manager cannot mark a
-    supplier order received or a production order made."""
-    if user.role not in ("warehouse", "head", "admin"):
-        raise errors.Forbidden("only the warehouse marks goods received or made")
+            probability=20 if probability in (None, "") else probability, source=text_field(data, "source"),
+            expected_close_on=data.get("expected_close_on"))
 
 
 async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
     user = current_user(request)
     deal_id = path_id(request, "deal_id")
     async with request.app[keys.POOL].acquire() as conn:
+        version = int_field(data, "version")
         if action == "stage":
-            return await deals_db.move_stage(conn, user, deal_id, text_field(data, "stage"), _now())
+            return await deals_db.move_stage(conn, user, deal_id, text_field(data, "stage"), _now(), version,
+                                             request.app[keys.SETTINGS].hours)
         if action == "close":
+            confirm = data.get("confirm") in (True, "1", "on", "true")
             return await deals_db.close_deal(conn, user, deal_id, text_field(data, "status"),
-                                             text_field(data, "reason") or None, _now())
+                                             text_field(data, "reason") or None, _now(), confirm=confirm,
+                                             version=version)
         if action == "items":
             product_id = int_field(data, "product_id")
             if product_id is None:
@@ -145,7 +146,7 @@ async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
         elif action == "ship":
             await deals_db.ship_item(conn, user, deal_id, int_field(data, "item_id", True), _now())
         elif action == "order-done":
-            _goods_handler(user)
+            stock.require_goods_role(user)  # a manager cannot mark a supplier order received or goods made
             await deals_db.complete_order(conn, user, deal_id, text_field(data, "kind"),
                                           int_field(data, "order_id", True), _now())
         elif action == "reserve":
@@ -179,8 +180,22 @@ async def detail_api(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def refused(request: web.Request, exc: RuleRefused, deal_id: int) -> web.Response:
+    """409 with the rule that said no (`error.rule`) and the deal as it is now (`current`), so the client can
+    show the other person's change and start over instead of overwriting it."""
+    body = error_body(409, str(exc))
+    body["error"]["rule"] = exc.rule
+    async with request.app[keys.POOL].acquire() as conn:
+        current = await deals_db.get_deal(conn, current_user(request), deal_id)
+        body["current"] = deal_json(current, await deals_db.list_items(conn, deal_id))
+    return web.json_response(body, status=409)
+
+
 async def action_api(request: web.Request) -> web.Response:
-    deal = await _act(request, request.match_info["action"], await read_json(request))
+    try:
+        deal = await _act(request, request.match_info["action"], await read_json(request))
+    except RuleRefused as exc:
+        return await refused(request, exc, path_id(request, "deal_id"))
     async with request.app[keys.POOL].acquire() as conn:
         items = await deals_db.list_items(conn, deal.id)
     return web.json_response(deal_json(deal, items))
@@ -194,7 +209,7 @@ async def products_api(request: web.Request) -> web.Response:
 
 
 async def create_product_api(request: web.Request) -> web.Response:
-    require_role(request, "admin", "head", "warehouse")
+    require_role(request, *stock.GOODS_ROLES)
     body = await read_json(request)
     async with request.app[keys.POOL].acquire() as conn:
         product = await stock.create_product(conn, text_field(body, "sku"), text_field(body, "name"),
@@ -221,18 +236,23 @@ async def stock_api(request: web.Request) -> web.Response:
 
 
 async def stock_movement_api(request: web.Request) -> web.Response:
-    """Receipts, shipments and write-offs: the warehouse's work (and the head's and admin's)."""
-    user = require_role(request, "admin", "head", "warehouse")
+    """Receipts, shipments and write-offs: the warehouse's work (and the head's and admin's). Receipts, write-offs
+    and transfers have their own doors too (web/stock.py), with the same rules."""
+    user = require_role(request, *stock.GOODS_ROLES)
     body = await read_json(request)
     product_id = int_field(body, "product_id", required=True)
     kind = text_field(body, "kind")
     async with request.app[keys.POOL].acquire() as conn:
         await stock.get_product(conn, product_id)
         if kind == "receipt":
-            await stock.receive(conn, product_id, body.get("quantity"), _now(), user.id)
-        elif kind in ("shipment", "write_off"):
-            await stock.ship(conn, product_id, body.get("quantity"), _now(),
-                             int_field(body, "deal_item_id"), user.id, kind)
+            await stock.receive(conn, product_id, body.get("quantity"), _now(), user.id, body.get("expires_on"),
+                                int_field(body, "warehouse_id"), body.get("document_number"))
+        elif kind == "write_off":
+            await stock.write_off(conn, user, product_id, body.get("quantity"), body.get("reason"), _now(),
+                                  int_field(body, "warehouse_id"))
+        elif kind == "shipment":
+            await stock.ship(conn, product_id, body.get("quantity"), _now(), int_field(body, "deal_item_id"), user.id,
+                             kind, int_field(body, "warehouse_id"))
         else:
             raise errors.ValidationError("kind", "receipt, shipment or write_off")
         balance = await stock.balance(conn, product_id)
@@ -241,19 +261,8 @@ async def stock_movement_api(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------ pages
 
-async def deals_page(request: web.Request) -> web.Response:
-    user = current_user(request)
-    limit, after = page_args(request, 500)
-    async with request.app[keys.POOL].acquire() as conn:
-        page = await deals_db.list_deals_page(conn, user, request.query.get("status") or "in_progress", limit, after)
-        found = page.items
-        stages = await deals_db.list_stages(conn)
-    columns = [(stage, [d for d in found if d.stage == stage.code]) for stage in stages]
-    return render(request, "deals.html", columns=columns, now=_now(),
-                  status_filter=request.query.get("status") or "in_progress", next_url=next_url(request, page))
-
-
-async def deal_page(request: web.Request) -> web.Response:
+async def deal_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+    """The deal card; after a refused form, again with the reason (`error`) and what is stored now."""
     user = current_user(request)
     async with request.app[keys.POOL].acquire() as conn:
         deal = await deals_db.get_deal(conn, user, path_id(request, "deal_id"))
@@ -269,9 +278,12 @@ async def deal_page(request: web.Request) -> web.Response:
                  if deal.company_id else [],
                  "deal_invoices": await invoices_db.list_invoices(conn, user, deal_id=deal.id)}
         attached = await documents_db.list_documents(conn, deal.id)
-    return render(request, "deal.html", deal=deal, items=items, history=history, stages=stages, products=products,
-                  now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails, orders=orders,
-                  documents=attached, **money)
+        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")
+                    ] if user.sees_everything else []
+    return render(request, "deal.html", http_status=status, error=error, managers=managers,
+                  unshipped=deals_db.unshipped(items), deal=deal, items=items, history=history, stages=stages,
+                  products=products, now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails,
+                  orders=orders, documents=attached, **money)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:
@@ -282,7 +294,11 @@ async def new_deal_form(request: web.Request) -> web.Response:
 
 async def deal_action_form(request: web.Request) -> web.Response:
     form = await request.post()
-    deal = await _act(request, request.match_info["action"], dict(form))
+    try:
+        deal = await _act(request, request.match_info["action"], dict(form))
+    except (errors.Conflict, errors.ValidationError) as exc:
+        # The card again, saying why, with what is stored now (a won refused shows the confirmation).
+        return await deal_page(request, error=str(exc), status=409 if isinstance(exc, errors.Conflict) else 422)
     raise web.HTTPFound(f"/deals/{deal.id}")
 
 
@@ -320,80 +336,10 @@ async def home_page(request: web.Request) -> web.Response:
         sales = await deals_db.illiquid_sales(conn, user, month_start, ILLIQUID_DAYS)
         my_tasks = [t for t in await tasks_db.list_open_tasks(conn, user) if t.kind != "callback"]
         slow = (await stock.illiquid(conn, now, ILLIQUID_DAYS))[:5]
+        waiting = await leadrules_db.list_waiting_leads(conn, now) if user.sees_everything else []
     return render(request, "home.html", now=now, stuck=stuck, tasks=my_tasks,
-                  open_deals=open_deals, callbacks=callbacks, illiquid_sales=sales, illiquid_items=slow)
-
-
-async def tasks_api(request: web.Request) -> web.Response:
-    limit, after = page_args(request, 100)
-    async with request.app[keys.POOL].acquire() as conn:
-        page = paging.page(await tasks_db.list_open_tasks(conn, current_user(request), limit + 1, after), limit,
-                           tasks_db.task_key)
-    found = page.items
-    now = _now()
-    items = [task_json(t, now) for t in found]
-    return web.json_response(page_json(request, page, items))
-
-
-def task_json(t: tasks_db.Task, now: datetime) -> dict[str, Any]:
-    return {"id": t.id, "kind": t.kind, "title": t.title, "assignee_id": t.assignee_id,
-            "assignee_name": t.assignee_name, "due_at": t.due_at.isoformat(), "overdue": t.overdue(now),
-            "state": t.state, "note": t.note, "deal_id": t.deal_id, "contact_id": t.contact_id,
-            "company_id": t.company_id, "lead_id": t.lead_id, "missed_caller_id": t.missed_caller_id,
-            "version": t.version}
-
-
-def _due(value: object, settings) -> datetime:
-    """ISO 8601; a time without a zone is the company's."""
-    if not isinstance(value, str):
-        raise errors.ValidationError("due_at", "a date and time like 2026-12-01T10:00")
-    try:
-        due = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise errors.ValidationError("due_at", "a date and time like 2026-12-01T10:00") from None
-    return due if due.tzinfo else due.replace(tzinfo=ZoneInfo(settings.timezone))
-
-
-async def create_task_api(request: web.Request) -> web.Response:
-    """POST /api/tasks {title, due_at, assignee_id?, note?, contact_id? | company_id? | deal_id? | lead_id?}."""
-    user = current_user(request)
-    body = await read_json(request)
-    links = {name: int_field(body, name) for name in ("contact_id", "company_id", "deal_id", "lead_id")}
-    due = _due(body.get("due_at"), request.app[keys.SETTINGS])
-    async with request.app[keys.POOL].acquire() as conn:
-        # What the task is about must be the viewer's to see (NotFound otherwise, naming nothing).
-        if links["contact_id"]:
-            await contacts_db.get_party(conn, user, "contact", links["contact_id"])
-        if links["company_id"]:
-            await contacts_db.get_party(conn, user, "company", links["company_id"])
-        if links["deal_id"]:
-            await deals_db.get_deal(conn, user, links["deal_id"])
-        if links["lead_id"]:
-            await leads_db.get_lead(conn, user, links["lead_id"])
-        task = await tasks_db.create_task(conn, user, body.get("title"), due, assignee_id=body.get("assignee_id"),
-                                          note=body.get("note", ""), **links)
-    return web.json_response(task_json(task, _now()), status=201)
-
-
-async def update_task_api(request: web.Request) -> web.Response:
-    """PATCH /api/tasks/{id} {title?, due_at?, assignee_id?, note?, state?, version?}: a stale version is 409."""
-    user = current_user(request)
-    body = await read_json(request)
-    changes = {k: body[k] for k in ("title", "assignee_id", "note", "state") if k in body}
-    if "due_at" in body:
-        changes["due_at"] = _due(body["due_at"], request.app[keys.SETTINGS])
-    async with request.app[keys.POOL].acquire() as conn:
-        task = await tasks_db.update_task(conn, user, path_id(request, "task_id"), changes, _now(),
-                                          int_field(body, "version"))
-    return web.json_response(task_json(task, _now()))
-
-
-async def task_done(request: web.Request) -> web.Response:
-    async with request.app[keys.POOL].acquire() as conn:
-        task = await tasks_db.complete_task(conn, current_user(request), path_id(request, "task_id"), _now())
-    if request.path.startswith("/api/"):
-        return web.json_response({"id": task.id, "state": task.state})
-    raise web.HTTPFound("/home")
+                  open_deals=open_deals, callbacks=callbacks, illiquid_sales=sales, illiquid_items=slow,
+                  leads_waiting=waiting)
 
 
 # ------------------------------------------------------------------ the periodic job
@@ -423,12 +369,6 @@ def setup(app: web.Application) -> None:
                                         "%d deal(s) newly stuck"))
     r = app.router
     r.add_get("/home", home_page)
-    r.add_post("/tasks/{task_id:\\d+}/done", task_done)
-    r.add_get("/api/tasks", tasks_api)
-    r.add_post("/api/tasks", create_task_api)
-    r.add_patch("/api/tasks/{task_id:\\d+}", update_task_api)
-    r.add_post("/api/tasks/{task_id:\\d+}/done", task_done)
-    r.add_get("/deals", deals_page)
     r.add_post("/deals/new", new_deal_form)
     r.add_get("/deals/{deal_id:\\d+}", deal_page)
     r.add_get("/deals/{deal_id:\\d+}/offer", offer_page)

@@ -61,6 +61,12 @@ CODE_LABELS = {
     # mail intake: kinds and statuses; orders
     "request": N_("request"), "order": N_("order"), "parsed": N_("parsed"), "unparsed": N_("unparsed"),
     "filed": N_("filed"), "received": N_("received"), "done": N_("done"),
+    # production order states; stock movement kinds (web/stock.py)
+    "planned": N_("planned"), "made": N_("made"), "receipt": N_("receipt"), "shipment": N_("shipment"),
+    "write_off": N_("write-off"), "transfer_out": N_("transfer out"), "transfer_in": N_("transfer in"),
+    "reservation": N_("reservation"), "release": N_("release"), "warehouse_id": N_("warehouse"),
+    "expires_on": N_("expiry date"), "planned_on": N_("planned date"), "document_number": N_("document number"),
+    "sku": N_("SKU"), "barcode": N_("barcode"), "state": N_("state"),
     # things named in "not found" messages
     "contact": N_("contact"), "company": N_("company"), "deal": N_("deal"), "lead": N_("lead"),
     "user": N_("user"), "task": N_("task"), "product": N_("product"), "item": N_("item"),
@@ -85,9 +91,20 @@ CODE_LABELS = {
     "doc_number": N_("payment order number"), "doc_date": N_("date"), "amount": N_("amount"),
     "payer_inn": N_("payer's INN"), "invoice_id": N_("invoice"), "deal_item_id": N_("item"),
     "items": N_("items"), "allocations": N_("allocations"), "contract_id": N_("contract"), "as_of": N_("date"),
+    # lead distribution: actions, fields, things
+    "round_robin": N_("round robin"), "assign": N_("assign"), "rule": N_("rule"), "channel": N_("channel"),
+    "action": N_("action"), "prefixes": N_("number prefixes"), "manager_ids": N_("managers"),
+    "unassigned_minutes": N_("minutes without a manager"), "untouched_minutes": N_("minutes untouched"),
+    "company_name": N_("company"), "first_message": N_("first message"),
 }
 # Domain errors shown on forms ("field: reason"); a reason not listed here is shown as written.
 DOMAIN_MESSAGES = (
+    N_("someone changed this lead meanwhile; reload it to see their change"),
+    N_("only the head of sales or an admin sets lead distribution"), N_("prefixes are text like +7495"),
+    N_("a prefix is + and 1 to 8 digits, like +7495"), N_("assign or round_robin"), N_("a list of user ids"),
+    N_("choose at least one manager"), N_("assign gives the lead to one manager; choose round robin for more"),
+    N_("no active manager with this id"), N_("minutes from 0 (never) to 10080 (a week)"), N_("must be text"),
+    N_("one of phone, email, web_form, chat, manual, or empty for any"),
     N_("is empty"), N_("is required"), N_("must be a number"), N_("is longer than 200 characters"),
     N_("must be 2 to 6 digits"), N_("use 2-64 lower-case letters, digits, '.', '_' or '-'"),
     N_("at least 8 characters"), N_("give at least a name, a phone or an e-mail"), N_("no such company"),
@@ -128,6 +145,11 @@ SERVER_TEXTS = (
      N_("New lead (%(source)s) without a phone or e-mail")),
     (r"^New lead \((?P<source>[a-z ]+)\): (?P<name>.*)$", N_("New lead (%(source)s): %(name)s")),
     (r"^New lead: (?P<name>.*)$", N_("New lead: %(name)s")),
+    (r"^Lead for you: (?P<name>.*)$", N_("Lead for you: %(name)s")),
+    (r"^Lead waiting for a manager for (?P<minutes>\d+) min: (?P<name>.*)$",
+     N_("Lead waiting for a manager for %(minutes)s min: %(name)s")),
+    (r"^Lead untouched for (?P<minutes>\d+) min by (?P<manager>.*?): (?P<name>.*)$",
+     N_("Lead untouched for %(minutes)s min by %(manager)s: %(name)s")),
     (r"^Deal stuck at “(?P<stage>[^”]*)”: (?P<title>.*)$", N_("Deal stuck at “%(stage)s”: %(title)s")),
     (r"^Reactivate client: (?P<name>.*)$", N_("Reactivate client: %(name)s")),
     (r"^Invoice № (?P<number>\d+) of (?P<year>\d{4}) is overdue: (?P<buyer>.*)$",
@@ -136,6 +158,8 @@ SERVER_TEXTS = (
      N_("This %(thing)s does not exist, or it is not yours.")),
     (r"^Reply: (?P<subject>.*)$", N_("Reply: %(subject)s")),
     (r"^New (?P<kind>[a-z ]+) from (?P<name>.*)$", N_("New %(kind)s from %(name)s")),
+    (r"^only (?P<quantity>[0-9.]+) on hand$", N_("only %(quantity)s on hand")),
+    (r"^only (?P<quantity>[0-9.]+) on hand in this warehouse$", N_("only %(quantity)s on hand in this warehouse")),
 )
 _LABELLED = ("what", "source", "kind", "stage", "thing")
 _SERVER_TEXTS = tuple((re.compile(pattern, re.S), message) for pattern, message in SERVER_TEXTS)

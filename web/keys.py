@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # web modules that import this one: named for type checkers o
     from web.mailserver import IntakeHandler
     from web.reports import Wallboard
     from web.routing import Router
+    from web.tasks import ReminderJob
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -32,6 +33,7 @@ MAIL_HANDLER: web.AppKey[IntakeHandler] = web.AppKey("mail_handler")
 SMTP_PORT = web.AppKey("smtp_port", int)
 AGI_PORT = web.AppKey("agi_port", int)
 WALLBOARD: web.AppKey[Wallboard] = web.AppKey("wallboard")
+REMINDERS: web.AppKey[ReminderJob] = web.AppKey("reminders")  # web.tasks: woken when a task gets an earlier reminder
 I18N = web.AppKey("i18n", "I18n")  # web.i18n: catalogs and formats per language
 # web.onec: CommerceML imports running for 1C, by exchange folder and file (1C asks again until "success").
 ONEC_JOBS = web.AppKey("onec_jobs", dict)

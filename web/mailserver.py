@@ -114,7 +114,8 @@ async def file_stored(app: web.Application, message_id: int, raw: bytes) -> mail
     if notifier is not None and result.notify_user_id is not None:
         await notifier.call_event(MailReceived(result.notify_user_id, "New e-mail from a client"))
     if notifier is not None and result.lead_created:
-        await notifier.call_event(NewLead(result.lead_id, f"New lead ({result.kind.replace('_', ' ')})"))
+        await notifier.call_event(NewLead(result.lead_id, f"New lead ({result.kind.replace('_', ' ')})",
+                                          result.lead_manager_id))
     return result
 
 

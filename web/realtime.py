@@ -14,10 +14,12 @@ from aiohttp import web
 
 from crm import users as users_db
 from crm.callers import CallerCard
+from crm.leadrules import LeadsWaiting
 from crm.leads import NewLead
 from crm.missed import MissedUpdate
 from crm.phones import format_phone
 from crm.settings import Settings
+from crm.tasks import Reminder
 from cti.calls import (
     AgentRinging,
     AgentRingStopped,
@@ -33,6 +35,7 @@ from web.deals import StuckDeal
 from web.mailserver import MailReceived
 from web.metrics import METRICS
 from web.sockets import session_room
+from web.tasks import reminder_json
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +125,17 @@ class SocketNotifier:
                                                              "answered_by": event.extension})
 
     async def transferred(self, event: CallTransferred) -> None:
-        await self._update_popped(event.pbx, event.call_id, {"call_id": event.call_id, "state": "transferred",
-                                                             "answered_by": event.transfer.to})
+        """The agent who passed the call on is told it left them ("transferred_away": the popup closes) and
+        follows it no further; whoever still shows it learns where it went."""
+        popped = self.popped.get((event.pbx, event.call_id), set())
+        source = event.transfer.from_
+        for extension in sorted(popped):
+            state = "transferred_away" if extension == source else "transferred"
+            await self.sio.emit("popup_update", {"call_id": event.call_id, "state": state,
+                                                 "answered_by": event.transfer.to, "from": source},
+                                room=extension_room(extension))
+        if source is not None and source != event.transfer.to:
+            popped.discard(source)
 
     async def ended(self, event: CallEnded) -> None:
         body = _ended_body(event.record)
@@ -143,6 +155,14 @@ class SocketNotifier:
 
     async def new_lead(self, event: NewLead) -> None:
         await self.sio.emit("task", {"text": event.text, "lead_id": event.lead_id}, room=BOARD_ROOM)
+        if event.manager_id is not None:  # a distribution rule gave it to this manager
+            await self.sio.emit("task", {"text": event.text, "lead_id": event.lead_id, "assigned": True},
+                                room=user_room(event.manager_id))
+
+    async def leads_waiting(self, event: LeadsWaiting) -> None:
+        """Leads past the head's limits (nobody assigned, or nobody acted): told to the heads, once each."""
+        for text, lead_id in event.alerts:
+            await self.sio.emit("task", {"text": text, "lead_id": lead_id, "waiting": True}, room=BOARD_ROOM)
 
     async def missed_changed(self, event: MissedUpdate) -> None:
         """Only noted here; the coalesced room emits leave from their own task (see _flush_missed)."""
@@ -163,12 +183,18 @@ class SocketNotifier:
     async def mail_received(self, event: MailReceived) -> None:
         await self.sio.emit("task", {"text": event.text}, room=user_room(event.user_id))
 
+    async def task_reminder(self, reminder: Reminder) -> None:
+        """A task's reminder, at its time, to its assignee only (web.tasks sends each once)."""
+        await self.sio.emit("reminder", reminder_json(reminder), room=user_room(reminder.assignee_id))
+
     async def call_event(self, event: object) -> None:
         """For the web doors that hand over any domain event (deals, mail, missed board)."""
         if isinstance(event, AgentRinging):
             await self.ringing(event, CallerCard(event.caller))
         elif isinstance(event, NewLead):
             await self.new_lead(event)
+        elif isinstance(event, LeadsWaiting):
+            await self.leads_waiting(event)
         elif isinstance(event, MissedUpdate):
             await self.missed_changed(event)
         elif isinstance(event, StuckDeal):
@@ -177,6 +203,8 @@ class SocketNotifier:
             await self.mail_received(event)
         elif isinstance(event, AgentStateChanged):
             await self.agent_state(event)
+        elif isinstance(event, Reminder):
+            await self.task_reminder(event)
         else:
             logger.debug("no live push for %s", type(event).__name__)
 

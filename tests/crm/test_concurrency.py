@@ -151,7 +151,7 @@ async def test_an_order_received_twice_at_once_enters_stock_once(pool, conn, peo
     await deals.reserve_items(conn, people["manager1"], deal.id, NOW)
     (order,) = await deals.list_orders(conn, deal.id)
     await slow_writes(conn, "stock_movements")
-    results = await twice(pool, lambda c: deals.complete_order(c, people["manager1"], deal.id, "production",
+    results = await twice(pool, lambda c: deals.complete_order(c, people["head"], deal.id, "production",
                                                                order["id"], NOW))
     assert outcomes(results) == ["NotFound", "ok"]
     balance = await stock.balance(conn, product.id)

@@ -23,8 +23,8 @@ async def browser():
         await chromium.close()
 
 
-async def logged_in_page(browser, base_url: str, login: str):
-    context = await browser.new_context()
+async def logged_in_page(browser, base_url: str, login: str, **context_options):
+    context = await browser.new_context(**context_options)
     page = await context.new_page()
     await page.goto(f"{base_url}/login")
     await page.fill("input[name=login]", login)
@@ -154,7 +154,7 @@ async def test_pages_load_without_script_errors(demo_live, browser):
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
     for path in ("/home", "/calls", "/missed", "/leads", "/deals", "/deals/1", "/contacts", "/contacts/1",
-                 "/companies", "/stock", "/mail"):
+                 "/companies", "/stock", "/mail", "/stock/products", "/stock/products/1", "/stock/supplier-orders"):
         resp = await page.goto(f"{demo_live}{path}")
         assert resp.status == 200, path
         await expect(page.locator("#live")).to_have_text("live", timeout=10000)
@@ -171,7 +171,8 @@ async def test_pages_fit_a_phone_screen(live, browser):
     await page.fill("input[name=password]", "head")
     await page.click("button[type=submit]")
     too_wide = {}
-    for path in ("/", "/calls", "/missed", "/leads", "/deals", "/contacts", "/companies", "/stock"):
+    for path in ("/", "/calls", "/missed", "/leads", "/deals", "/contacts", "/companies", "/stock", "/stock/products",
+                 "/stock/products/1", "/stock/production", "/stock/supplier-orders", "/leads/rules", "/leads/new"):
         await page.goto(f"{base_url}{path}")
         width = await page.evaluate("document.documentElement.scrollWidth")
         if width > 392:
@@ -194,3 +195,55 @@ async def test_a_colleagues_client_pops_without_a_card_to_open(live, browser):
     sim.place_call("74951234567", "101", 2.0, 1.0)
     own = manager1.locator(".popup").first
     await expect(own.locator("a", has_text="Open card")).to_have_count(1, timeout=10000)
+
+
+async def test_the_warehouse_receives_a_supplier_order_and_a_manager_cannot(settings, pool, conn, factory,
+                                                                            aiohttp_server, browser):
+    """A deal needing goods that are not in stock orders them from a supplier; the warehouse receives them from the
+    supplier orders list and stock goes up, reserved for the deal; a manager sees the order without a Receive
+    button, and a POST of theirs is refused."""
+    from crm import deals, stock
+    from web.app import create_app
+
+    await factory.user("sklad", role="warehouse")
+    manager = await factory.user("manager1", extension="101")
+    now = datetime.now(UTC)
+    valve = await stock.create_product(conn, "VLV-50", "Gate valve DN50", "pcs", 3200, "4601234000017", False)
+    deal = await deals.create_deal(conn, manager, "Valves for the boiler room", now)
+    await deals.add_item(conn, manager, deal.id, valve.id, 4)
+    await deals.move_stage(conn, manager, deal.id, "reservation", now)  # nothing in stock: a supplier order
+    server = await aiohttp_server(create_app(settings, pool))
+    base_url = str(server.make_url("")).rstrip("/")
+
+    seller = await logged_in_page(browser, base_url, "manager1")
+    await seller.goto(f"{base_url}/stock/supplier-orders")
+    row = seller.locator("#orders tbody tr", has_text="Gate valve DN50")
+    await expect(row).to_contain_text("Valves for the boiler room")
+    await expect(row.locator(".state")).to_have_text("open")
+    assert await seller.locator("#orders button", has_text="Receive").count() == 0
+    order_id = await row.get_attribute("data-order")
+    refused = await seller.evaluate("""async (id) => {
+        const token = document.querySelector('meta[name=csrf-token]').content;
+        const r = await fetch('/api/stock/receipts', {method: 'POST', headers: {'Content-Type': 'application/json',
+            'X-CSRF-Token': token}, body: JSON.stringify({supplier_order_id: Number(id)})});
+        return r.status; }""", order_id)
+    assert refused == 403
+
+    sklad = await logged_in_page(browser, base_url, "sklad")
+    await sklad.goto(f"{base_url}/stock/supplier-orders")
+    row = sklad.locator("#orders tbody tr", has_text="Gate valve DN50")
+    await row.locator("input[name=document_number]").fill("УПД-1187")
+    await row.locator("button", has_text="Receive").click()
+    await expect(sklad.locator("#orders")).to_contain_text("No orders.")  # nothing left to receive
+    # The scanner finds the valve: its card shows the new stock and where it came from.
+    await sklad.click("#stock-nav >> text=Products")
+    await expect(sklad.locator("#product-search input[name=q]")).to_be_focused()
+    await sklad.keyboard.type("4601234000017")  # the search box has the focus, as a scanner expects
+    await sklad.keyboard.press("Enter")
+    await expect(sklad.locator("h1")).to_have_text("Gate valve DN50")
+    await expect(sklad.locator("#on-hand")).to_have_text("4")
+    await expect(sklad.locator("#movements")).to_contain_text("УПД-1187")
+    balance = await stock.balance(conn, valve.id)
+    assert (balance.on_hand, balance.reserved) == (4, 4)
+    await seller.goto(f"{base_url}/deals/{deal.id}")
+    await expect(seller.locator("#items tbody tr").first.locator(".reserved")).to_have_text("4")

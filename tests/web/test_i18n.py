@@ -154,7 +154,13 @@ PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=o
          "/invoices/1/print", "/payments", "/payments/1", "/receivables", "/contracts", "/contracts/1",
          "/reports/managers", "/reports/funnel", "/reports/sources", "/reports/service", "/reports/segments",
          "/reports/calls?metric=offered", "/reports/deals?metric=deals_won", "/reports/leads?metric=leads",
-         "/wallboard"]
+         "/wallboard", "/stock/products", "/stock/products/1", "/stock/products/new", "/stock/products/1/edit",
+         "/stock/production", "/stock/production?state=all", "/stock/supplier-orders",
+         "/stock/supplier-orders?state=all",
+         "/leads/rules", "/leads/new", "/leads/1/edit",
+         "/tasks", "/tasks?week=2026-12-07", "/tasks/1",
+         "/deals?view=list", "/deals?view=list&status=won&sort=amount", "/deals/new?contact=1",
+         "/deals?stuck=1&closing=month"]
 
 
 async def seed_russian_day(conn, settings):
@@ -207,7 +213,8 @@ async def russian_client(settings, pool, aiohttp_client):
 async def test_every_page_in_russian_shows_no_english_ui_word(russian_client, conn, settings, who):
     await seed_russian_day(conn, settings)
     await login(russian_client, who)
-    paths = [*PAGES, "/admin/users", "/admin/company", "/mail", "/import", "/admin/webhooks", "/mail/outbox"]
+    paths = [*PAGES, "/admin/users", "/admin/company", "/mail", "/import", "/admin/webhooks", "/mail/outbox",
+             "/admin/deal-stages"]
     leftovers = {}
     for path in paths:
         resp = await russian_client.get(path)

@@ -104,6 +104,9 @@ async def test_a_missed_call_appears_on_the_heads_board_without_reload(live):
         await expect(page.locator("#missed-table")).to_contain_text("+7 916 555-00-77", timeout=10000)
         await expect(page.locator("#missed-table")).to_contain_text("New lead")
         await expect(page.locator("#figures")).to_contain_text("1missed today")
+        # Issue 15: the per line / manager / day tables follow the board too, not only the figures.
+        await expect(page.locator("#missed-breakdown")).to_contain_text("Per manager", timeout=10000)
+        await expect(page.locator("#missed-breakdown")).to_contain_text("unassigned")
         assert await page.evaluate("window.__notReloaded === true")
         await browser.close()
 

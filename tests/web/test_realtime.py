@@ -97,3 +97,24 @@ async def test_recordings_stream_with_range_to_those_allowed_only(client, conn, 
     assert (await client.get(f"/recordings/{call_id}")).status == 404
     await login(client, "head")
     assert (await client.get(f"/recordings/{call_id}")).status == 200
+
+
+async def test_after_a_transfer_the_first_agents_popup_says_so_and_follows_the_call_no_further(live):
+    """Issue 15: the popup of the agent who transferred stayed 'In call' until the customer hung up."""
+    base_url, sim, _ = live
+    manager1, manager2 = SocketUser(), SocketUser()
+    await manager1.connect(base_url, await session_cookie(base_url, "manager1"))
+    await manager2.connect(base_url, await session_cookie(base_url, "manager2"))
+    try:
+        sim.play(sim.writer.transfer("79169990011", "", "101", "102", 0.3, 0.4))
+        await manager1.wait_for("popup")
+        await manager1.wait_for("popup_update", lambda u: u["state"] == "answered")
+        away = await manager1.wait_for("popup_update", lambda u: u["state"] == "transferred_away")
+        assert away["answered_by"] == "102"
+        await manager2.wait_for("popup")
+        await manager2.wait_for("popup_update", lambda u: u["state"] == "ended")
+        assert [u for u in manager1.events("popup_update") if u["state"] == "ended"] == []
+        assert [u for u in manager2.events("popup_update") if u["state"] == "transferred_away"] == []
+    finally:
+        await manager1.close()
+        await manager2.close()

@@ -142,6 +142,7 @@ async def explain(conn, now: datetime) -> None:
         "leads inbox (manager)": (leads.LIST_LEADS, (3, None, None, 51, 0, True, end, 0)),
     }
     for name, (sql, params) in hot.items():
+        await conn.fetch(sql, *params)  # a running server's cache, not a cold start's
         plan = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + sql, *params)
         print(f"\n### {name}\n```\n" + "\n".join(r[0] for r in plan) + "\n```")
 

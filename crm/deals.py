@@ -112,23 +112,28 @@ LEFT JOIN users u ON u.id = d.manager_id
 GET_DEAL = _DEAL_SELECT + "WHERE d.id = $1 AND ($2::bigint IS NULL OR d.manager_id = $2)"
 # Stage by stage from the cursor's stage on, each one range of deals_stage_order_idx (a manager's:
 # deals_manager_stage_order_idx, migration 0028): the stage's position lives in deal_stages, so one index
-# over deals cannot give the whole order.
-LIST_DEALS = _DEAL_SELECT.replace("FROM deals d\nJOIN deal_stages s ON s.code = d.stage", """FROM deal_stages s
-CROSS JOIN LATERAL (
-    SELECT * FROM deals d
-    WHERE d.stage = s.code AND ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
-      AND $3::bigint IS NULL AND $4::bigint IS NULL
-      AND (d.stage_changed_at, d.id) > (CASE WHEN s.position = $5 THEN $6::timestamptz ELSE '-infinity' END,
-                                        CASE WHEN s.position = $5 THEN $7::bigint ELSE 0 END)
-    ORDER BY d.stage_changed_at, d.id LIMIT $8
-) d""") + """
-WHERE s.position >= $5::int
-ORDER BY s.position, d.stage_changed_at, d.id LIMIT $8
+# over deals cannot give the whole order. The page's ids first, then only those deals are read and joined.
+_DEAL_PAGE = """
+WITH page AS (
+    SELECT d.id FROM deal_stages s
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.stage_changed_at FROM deals d
+        WHERE d.stage = s.code AND ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
+          AND $3::bigint IS NULL AND $4::bigint IS NULL
+          AND (d.stage_changed_at, d.id) > (CASE WHEN s.position = $5 THEN $6::timestamptz ELSE '-infinity' END,
+                                            CASE WHEN s.position = $5 THEN $7::bigint ELSE 0 END)
+        ORDER BY d.stage_changed_at, d.id LIMIT $8
+    ) d
+    WHERE s.position >= $5::int
+    ORDER BY s.position, d.stage_changed_at, d.id LIMIT $8
+)"""
+LIST_DEALS = _DEAL_PAGE + _DEAL_SELECT + """JOIN page ON page.id = d.id
+ORDER BY s.position, d.stage_changed_at, d.id
 """
 # The home page's stuck deals (longer in their stage than its norm), in list order: the longest in each stage
 # come first in its index range, so each stage reads only the deals it returns.
-LIST_STUCK_DEALS = LIST_DEALS.replace("      AND $3::bigint IS NULL AND $4::bigint IS NULL\n", """\
-      AND d.stage_changed_at < $3::timestamptz - make_interval(days => s.normal_days) AND $4::bigint IS NULL
+LIST_STUCK_DEALS = LIST_DEALS.replace("          AND $3::bigint IS NULL AND $4::bigint IS NULL\n", """\
+          AND d.stage_changed_at < $3::timestamptz - make_interval(days => s.normal_days) AND $4::bigint IS NULL
 """)
 COUNT_DEALS = "SELECT count(*) FROM deals WHERE status = $2 AND ($1::bigint IS NULL OR manager_id = $1)"
 # A contact's or a company's few deals: found by deals_contact_all_idx / deals_company_idx (0028), then sorted.

@@ -3,7 +3,7 @@ stuck deals and count read from the index without loading every deal."""
 
 from datetime import UTC, datetime, timedelta
 
-from crm import deals
+from crm import contacts, deals, paging
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 # The order the list had when it sorted every visible deal: the reference the stage-by-stage query must keep.
@@ -55,3 +55,44 @@ async def test_home_reads_the_stuck_deals_and_the_count_from_the_index(conn, fac
         assert [d.id for d in await deals.list_stuck_deals(conn, viewer, NOW, limit=100)] == stuck
         assert [d.id for d in await deals.list_stuck_deals(conn, viewer, NOW, limit=3)] == stuck[:3]
         assert await deals.count_deals(conn, viewer) == len(every)
+
+
+# The search as it was before each branch kept only a page's worth: every match, sorted.
+REFERENCE_SEARCH = """
+SELECT p.id FROM contacts p
+WHERE ($2::bigint IS NULL OR p.manager_id = $2 OR p.manager_id IS NULL)
+  AND (lower(p.name) LIKE '%' || lower($1) || '%'
+       OR p.id IN (SELECT contact_id FROM emails WHERE email LIKE '%' || lower($1) || '%')
+       OR p.id IN (SELECT contact_id FROM phones WHERE reverse(e164) LIKE $3 || '%'))
+ORDER BY lower(p.name), p.id
+"""
+
+
+async def test_search_pages_take_each_branch_in_order_at_every_boundary(conn, factory):
+    """Matches by name, by e-mail and by last digits interleave in name order; a page boundary inside them
+    loses and repeats nothing, for the head and for a manager."""
+    head = await factory.user("head", role="head")
+    manager = await factory.user("manager1", extension="101")
+    other = await factory.user("manager2", extension="102")
+    for n in range(14):
+        owner = (manager, other, None)[n % 3]
+        name = ("Петров", "Анна", "Ельцова", "Ярослав")[n % 4] + f" {n}"
+        await factory.contact(name, owner, phones=[f"+7916555{n:04d}" if n % 5 == 0 else f"+7495{n:07d}"],
+                              emails=[f"petrov{n}@mail.ru" if n % 4 == 1 else f"x{n}@mail.ru"])
+    for viewer in (head, manager):
+        scope = None if viewer.sees_everything else viewer.id
+        expected = [r["id"] for r in await conn.fetch(REFERENCE_SEARCH, "петров", scope, "XXXX")]
+        assert len(expected) >= 3, viewer.login  # names and e-mails both match
+        for limit in (1, 2, 3, 5, 50):
+            walked, after = [], None
+            while True:
+                found = await contacts.list_parties(conn, viewer, "contact", "петров", "RU", limit=limit + 1,
+                                                    after=after)
+                walked += [p.id for p in found[:limit]]
+                if len(found) <= limit:
+                    break
+                after = paging.encode(contacts.party_key(found[limit - 1]))
+            assert walked == expected, (viewer.login, limit)
+        by_digits = [r["id"] for r in await conn.fetch(REFERENCE_SEARCH, "0005", scope, "5000")]
+        assert len(by_digits) == 1  # +7 916 555-00-05, nobody's
+        assert [p.id for p in await contacts.list_parties(conn, viewer, "contact", "0005", "RU")] == by_digits

@@ -124,7 +124,7 @@ async def explain(conn, now: datetime) -> None:
     """The plans of the hot list queries (docs/PERFORMANCE.md), with the parameters the pages use."""
     from datetime import timedelta
 
-    from crm import deals, leads, missed
+    from crm import contacts, deals, leads, missed
 
     end, start, week = datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC), now - timedelta(days=7)
     hot = {
@@ -140,6 +140,7 @@ async def explain(conn, now: datetime) -> None:
         "deals in progress (manager)": (deals.LIST_DEALS, (3, "in_progress", None, None, -(2 ** 31), start, 0,
                                                            501)),
         "leads inbox (manager)": (leads.LIST_LEADS, (3, None, None, 51, 0, True, end, 0)),
+        "contacts, a common surname (head)": (contacts.SEARCH_CONTACTS, ("Петров", None, None, None, 51, 0, "", 0)),
     }
     for name, (sql, params) in hot.items():
         await conn.fetch(sql, *params)  # a running server's cache, not a cold start's

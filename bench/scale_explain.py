@@ -10,6 +10,8 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,32 +59,46 @@ HOT = {
 }
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--contacts", type=int, default=200_000)
-    parser.add_argument("--calls", type=int, default=1_000_000)
-    args = parser.parse_args()
+async def seed(conn: asyncpg.Connection, statements: list[str], contacts: int, calls: int) -> None:
+    """Run the seeding statements ($1 the number of contacts; with $2, $1 is the calls and $2 the contacts)."""
+    for sql in statements:
+        started = time.perf_counter()
+        arg = [contacts] if "$1" in sql else []
+        if "$2" in sql:
+            arg = [calls, contacts]
+        await conn.execute(sql, *arg)
+        print(f"-- {time.perf_counter() - started:.1f} s: {' '.join(sql.split()[:3])}", flush=True)
+
+
+@asynccontextmanager
+async def seeded_database(statements: list[str], contacts: int, calls: int) -> AsyncIterator[asyncpg.Connection]:
+    """An embedded PostgreSQL in a temporary directory, migrated and seeded; a connection to it."""
     with tempfile.TemporaryDirectory() as tmp:
         pg = EmbeddedPostgres(Path(tmp))
         dsn = await pg.start()
         try:
             conn = await asyncpg.connect(dsn)
             await apply_migrations(conn)
-            for sql in SEED:
-                started = time.perf_counter()
-                arg = [args.contacts] if "$1" in sql else []
-                if "$2" in sql:
-                    arg = [args.calls, args.contacts]
-                await conn.execute(sql, *arg)
-                print(f"-- {time.perf_counter() - started:.1f} s: {' '.join(sql.split()[:3])}", flush=True)
-            for name, (sql, params) in HOT.items():
-                plan = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) " + sql, *params)
-                print(f"\n### {name}\n```")
-                print("\n".join(r[0] for r in plan))
-                print("```", flush=True)
-            await conn.close()
+            await seed(conn, statements, contacts, calls)
+            try:
+                yield conn
+            finally:
+                await conn.close()
         finally:
             await pg.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contacts", type=int, default=200_000)
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    args = parser.parse_args()
+    async with seeded_database(SEED, args.contacts, args.calls) as conn:
+        for name, (sql, params) in HOT.items():
+            plan = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) " + sql, *params)
+            print(f"\n### {name}\n```")
+            print("\n".join(r[0] for r in plan))
+            print("```", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Literal
 import asyncpg
 
 from crm import paging
+from crm.duplicates import check_duplicates
 from crm.errors import Conflict, Forbidden, NotFound, ValidationError
 from crm.phones import format_phone, parse_phone
 from crm.users import User
@@ -317,12 +318,16 @@ async def _check_company(conn: asyncpg.Connection, viewer: User, company_id: int
             raise ValidationError("company_id", "no such company") from exc
 
 
-async def create_party(conn: asyncpg.Connection, viewer: User, kind: Kind, data: PartyInput, region: str) -> Party:
+async def create_party(conn: asyncpg.Connection, viewer: User, kind: Kind, data: PartyInput, region: str,
+                       refuse_duplicates: bool = False) -> Party:
+    """With `refuse_duplicates`, a phone, e-mail or tax id another record of the kind has raises Duplicate."""
     cleaned, phones = clean_input(data, region)
     if cleaned.manager_id is None and not viewer.sees_everything:
         cleaned.manager_id = viewer.id
     await _check_manager(conn, viewer, cleaned.manager_id)
     async with conn.transaction():
+        if refuse_duplicates:
+            await check_duplicates(conn, kind, [(p[0], p[1]) for p in phones], cleaned.emails, cleaned.tax_id)
         if kind == "contact":
             await _check_company(conn, viewer, cleaned.company_id)
             party_id = await conn.fetchval(
@@ -338,7 +343,7 @@ async def create_party(conn: asyncpg.Connection, viewer: User, kind: Kind, data:
 
 async def update_party(
     conn: asyncpg.Connection, viewer: User, kind: Kind, party_id: int, data: PartyInput, region: str,
-    expected_version: int | None = None,
+    expected_version: int | None = None, refuse_duplicates: bool = False,
 ) -> Party:
     """Save an edit. With `expected_version` (the version the form was loaded at), a save over
     someone else's newer one raises Conflict rather than overwrite it."""
@@ -348,6 +353,12 @@ async def update_party(
         current = await get_party(conn, viewer, kind, party_id)
         if expected_version is not None and expected_version != current.version:
             raise Conflict(f"this {kind} was changed by someone else meanwhile; reload it and edit again")
+        if refuse_duplicates:
+            # Only what this edit adds: a duplicate kept knowingly before does not block every later edit.
+            had = {(p.e164, p.extension) for p in current.phones}
+            await check_duplicates(conn, kind, [(p[0], p[1]) for p in phones if (p[0], p[1]) not in had],
+                                   [e for e in cleaned.emails if e not in current.emails],
+                                   cleaned.tax_id if cleaned.tax_id != current.tax_id else None, party_id)
         if cleaned.manager_id != current.manager_id:
             await _check_manager(conn, viewer, cleaned.manager_id)
         if kind == "contact":

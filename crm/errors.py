@@ -32,3 +32,12 @@ class AuthenticationFailed(CrmError):
 
 class TooManyAttempts(CrmError):
     """Login throttled after repeated failures."""
+
+
+class Duplicate(Conflict):
+    """Another record already holds this phone, e-mail or tax id; `existing_id` is that record."""
+
+    def __init__(self, field: str, existing_id: int, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.existing_id = existing_id

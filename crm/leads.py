@@ -107,6 +107,11 @@ UPDATE leads SET status = 'converted', contact_id = $2, company_id = $3, updated
 # The lead's history becomes the contact's: its calls, e-mails and form messages now belong to the contact.
 MOVE_CALLS = "UPDATE calls SET contact_id = $2, company_id = coalesce(company_id, $3) WHERE lead_id = $1"
 MOVE_MAIL = "UPDATE mail_messages SET contact_id = $2, company_id = coalesce(company_id, $3) WHERE lead_id = $1"
+# …and so do the mail sent to it, its notes and its tasks (they keep lead_id: the lead's card still shows them).
+MOVE_OUTGOING = "UPDATE outgoing_mail SET contact_id = $2, company_id = coalesce(company_id, $3) WHERE lead_id = $1"
+MOVE_NOTES = "UPDATE notes SET contact_id = $2 WHERE lead_id = $1 AND contact_id IS NULL"
+MOVE_TASKS = """
+UPDATE tasks SET contact_id = coalesce(contact_id, $2), company_id = coalesce(company_id, $3) WHERE lead_id = $1"""
 # Junk needs no callback: its open missed-caller rows are resolved and their callback tasks cancelled.
 RESOLVE_JUNK_MISSED = """
 UPDATE missed_callers SET state = 'resolved', resolved_at = $2, resolved_by = $3, resolution = 'not_needed'
@@ -338,6 +343,9 @@ async def convert_lead(conn: asyncpg.Connection, viewer: User, lead_id: int, con
         await conn.execute(CONVERT_LEAD, lead_id, contact.id, company_id)
         await conn.execute(MOVE_CALLS, lead_id, contact.id, company_id)
         await conn.execute(MOVE_MAIL, lead_id, contact.id, company_id)
+        await conn.execute(MOVE_OUTGOING, lead_id, contact.id, company_id)
+        await conn.execute(MOVE_NOTES, lead_id, contact.id)
+        await conn.execute(MOVE_TASKS, lead_id, contact.id, company_id)
     return await get_lead(conn, viewer, lead_id)
 
 

@@ -1417,8 +1417,11 @@ def _normalised(text: str, region: str) -> str:
     return normalise_caller(text, region) or text
 
 
+@lru_cache(maxsize=16384)
 def _device_key(device: str) -> str:
-    """'sip/150010001', 'SIP/150010001-0000003c' → 'SIP/150010001'; a bare endpoint stays as given."""
+    """'sip/150010001', 'SIP/150010001-0000003c' → 'SIP/150010001'; a bare endpoint stays as given.
+
+    Cached (a pure function of the text): classifying a leg and naming its extension ask again and again."""
     tech, sep, rest = device.strip().partition("/")
     if not sep:
         return tech

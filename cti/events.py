@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +96,11 @@ def _parse_headers_carefully(raw: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- typed events
 
-@dataclass(frozen=True, slots=True)
-class ChannelInfo:
-    """A channel as an event describes it (the header group without, or with a 'Dest' prefix)."""
+class ChannelInfo(NamedTuple):
+    """A channel as an event describes it (the header group without, or with a 'Dest' prefix).
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and built in one step (a frozen
+    dataclass sets its nine fields one object.__setattr__ at a time, on every channel event)."""
 
     uniqueid: str
     linkedid: str
@@ -623,8 +627,11 @@ def parse_event(raw: str, fallback_ts: float | None = None) -> AmiEvent | None:
     return converter(headers, _ts(headers, fallback_ts))
 
 
+@lru_cache(maxsize=16384)
 def channel_endpoint(name: str) -> tuple[str, str]:
-    """'PJSIP/101-0000000f' → ('PJSIP', '101'); 'Local/102@from-internal-0001;1' → ('Local', '102@from-internal')."""
+    """'PJSIP/101-0000000f' → ('PJSIP', '101'); 'Local/102@from-internal-0001;1' → ('Local', '102@from-internal').
+
+    Cached: every event of a channel names it again, and the tracker asks for each leg several times."""
     tech, _, rest = name.partition("/")
     if tech == "Local":
         return tech, rest.rsplit("-", 1)[0] if ";" in rest else rest

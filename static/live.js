@@ -192,7 +192,17 @@
   socket.on('agent_state', (s) => agentBadge(s.extension, s.state));
 
   // Lists that follow calls ("My calls", the missed board) reload their table body in place.
-  socket.on('call_logged', () => document.dispatchEvent(new CustomEvent('callboard:call-logged')));
+  socket.on('call_logged', (c) => {
+    // The call is in the log now: its popup offers writing what came of it (web/timeline.py).
+    const card = popups.get(c.call_id);
+    const actions = card && card.querySelector('.popup-actions');
+    if (actions && c.id && !actions.querySelector('.popup-result')) {
+      const result = el('a', 'button secondary popup-result', _('Result'));
+      result.href = '/calls/' + c.id + '/result';
+      actions.append(result);
+    }
+    document.dispatchEvent(new CustomEvent('callboard:call-logged'));
+  });
   socket.on('missed_changed', (m) => document.dispatchEvent(new CustomEvent('callboard:missed-changed', {detail: m})));
   socket.on('task', (t) => {
     document.dispatchEvent(new CustomEvent('callboard:task', {detail: t}));

@@ -13,11 +13,12 @@ from crm.contacts import Kind, Party, PartyInput
 from crm.users import User
 from web import keys
 from web.auth import current_user, require_role
-from web.errors import MAX_ID, path_id
+from web.errors import MAX_ID, error_body, path_id
 from web.leadrules import openapi_paths as lead_rule_paths
 from web.paging import page_args, page_json
 from web.reports import openapi_paths as report_paths
 from web.sockets import user_changed
+from web.timeline import openapi_paths as timeline_paths
 
 SECTIONS: dict[str, Kind] = {"contacts": "contact", "companies": "company"}
 
@@ -151,11 +152,30 @@ async def get_party(request: web.Request) -> web.Response:
     return web.json_response(party_json(party))
 
 
+def duplicate_response(exc: errors.Duplicate) -> web.Response:
+    """409 {error, existing_id, field}: the record that already holds the phone, e-mail or tax id."""
+    return web.json_response({**error_body(409, str(exc), exc.field), "existing_id": exc.existing_id,
+                              "field": exc.field}, status=409)
+
+
+def _refuse_duplicates(body: dict[str, Any]) -> bool:
+    """A phone, e-mail or tax id another record has is refused (409) unless `allow_duplicate` is true."""
+    allow = body.get("allow_duplicate", False)
+    if not isinstance(allow, bool):
+        raise errors.ValidationError("allow_duplicate", "must be true or false")
+    return not allow
+
+
 async def create_party(request: web.Request) -> web.Response:
-    data = _party_input(await read_json(request))
-    async with request.app[keys.POOL].acquire() as conn:
-        party = await contacts_db.create_party(conn, current_user(request), _kind(request), data,
-                                               request.app[keys.SETTINGS].phone_region)
+    body = await read_json(request)
+    data = _party_input(body)
+    try:
+        async with request.app[keys.POOL].acquire() as conn:
+            party = await contacts_db.create_party(conn, current_user(request), _kind(request), data,
+                                                   request.app[keys.SETTINGS].phone_region,
+                                                   refuse_duplicates=_refuse_duplicates(body))
+    except errors.Duplicate as exc:
+        return duplicate_response(exc)
     return web.json_response(party_json(party), status=201)
 
 
@@ -163,6 +183,15 @@ async def update_party(request: web.Request) -> web.Response:
     """PUT replaces the record; PATCH changes only the fields it sends (a new name keeps the phones)."""
     body = await read_json(request)
     user, kind, party_id = current_user(request), _kind(request), path_id(request, "party_id")
+    refuse = _refuse_duplicates(body)
+    try:
+        return await _update_party(request, body, user, kind, party_id, refuse)
+    except errors.Duplicate as exc:
+        return duplicate_response(exc)
+
+
+async def _update_party(request: web.Request, body: dict[str, Any], user: User, kind: Kind, party_id: int,
+                        refuse: bool) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         expected = _optional_int(body, "version")
         if request.method == "PATCH":
@@ -172,7 +201,8 @@ async def update_party(request: web.Request) -> web.Response:
             expected = expected or current.version
         # With the version it was read at, an edit over someone else's newer save answers 409.
         party = await contacts_db.update_party(conn, user, kind, party_id, _party_input(body),
-                                               request.app[keys.SETTINGS].phone_region, expected_version=expected)
+                                               request.app[keys.SETTINGS].phone_region, expected_version=expected,
+                                               refuse_duplicates=refuse)
     return web.json_response(party_json(party))
 
 
@@ -271,6 +301,9 @@ def _task_body(required: list[str]) -> dict[str, Any]:
 
 def openapi_spec() -> dict[str, Any]:
     error = {"description": "error", "content": {"application/json": {"schema": _schema_ref("Error")}}}
+    duplicate = {"description": "a phone, e-mail or tax id (INN) another record has (send allow_duplicate: true "
+                                "to save anyway), or an edit over a newer version",
+                 "content": {"application/json": {"schema": _schema_ref("Duplicate")}}}
     party_paths: dict[str, Any] = {}
     for section, schema in (("contacts", "Contact"), ("companies", "Company")):
         party_paths[f"/api/{section}"] = {
@@ -283,7 +316,8 @@ def openapi_spec() -> dict[str, Any]:
             "post": {"summary": f"Create a {schema.lower()}",
                      "requestBody": {"content": {"application/json": {"schema": _schema_ref(f"{schema}Input")}}},
                      "responses": {"201": {"description": "created", "content": {
-                         "application/json": {"schema": _schema_ref(schema)}}}, "422": error, "403": error}},
+                         "application/json": {"schema": _schema_ref(schema)}}}, "422": error, "403": error,
+                         "409": duplicate}},
         }
         party_paths[f"/api/{section}/{{id}}"] = {
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
@@ -291,13 +325,20 @@ def openapi_spec() -> dict[str, Any]:
                 "application/json": {"schema": _schema_ref(schema)}}}, "404": error}},
             "put": {"summary": f"Replace a {schema.lower()}'s fields, phones and e-mails",
                     "requestBody": {"content": {"application/json": {"schema": _schema_ref(f"{schema}Input")}}},
-                    "responses": {"200": {"description": "updated"}, "404": error, "422": error}},
+                    "responses": {"200": {"description": "updated"}, "404": error, "409": duplicate,
+                                  "422": error}},
+            "patch": {"summary": f"Change only the fields sent of a {schema.lower()}",
+                      "requestBody": {"content": {"application/json": {"schema": _schema_ref(f"{schema}Input")}}},
+                      "responses": {"200": {"description": "updated"}, "404": error, "409": duplicate,
+                                    "422": error}},
         }
     phone = {"type": "object", "properties": {"raw": {"type": "string"}, "label": {"type": "string"}},
              "required": ["raw"]}
     party_input = {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string"}, "manager_id": {"type": ["integer", "null"]}, "notes": {"type": "string"},
-        "phones": {"type": "array", "items": phone}, "emails": {"type": "array", "items": {"type": "string"}}}}
+        "phones": {"type": "array", "items": phone}, "emails": {"type": "array", "items": {"type": "string"}},
+        "allow_duplicate": {"type": "boolean", "description": "save even if another record has a phone, e-mail or "
+                                                              "tax id of this one (otherwise 409)"}}}
     party_out = {"type": "object", "properties": {
         "id": {"type": "integer"}, "name": {"type": "string"}, "manager_id": {"type": ["integer", "null"]},
         "phones": {"type": "array", "items": {"type": "object", "properties": {
@@ -315,6 +356,10 @@ def openapi_spec() -> dict[str, Any]:
                     "status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"},
                     "field": {"type": ["string", "null"]}}}}},
                 "Contact": party_out, "Company": party_out,
+                "Duplicate": {"type": "object", "properties": {
+                    "error": {"type": "object"},
+                    "existing_id": {"type": "integer", "description": "the record that already has it"},
+                    "field": {"enum": ["phones", "emails", "tax_id"]}}},
                 "ContactInput": {**party_input, "properties": {**party_input["properties"],
                                                                "company_id": {"type": ["integer", "null"]}}},
                 "CompanyInput": {**party_input, "properties": {**party_input["properties"],
@@ -336,6 +381,7 @@ def openapi_spec() -> dict[str, Any]:
             **report_paths(error),
             **_stock_paths(error),
             **lead_rule_paths(error),
+            **timeline_paths(error),
             "/api/users": {"get": {"summary": "List users", "responses": {"200": {"description": "list"}}},
                            "post": {"summary": "Create a user (admin)", "responses": {"201": {
                                "description": "created"}, "403": error, "409": error, "422": error}}},

@@ -40,6 +40,7 @@ from web import (
     stock,
     tasks,
     telephony,
+    timeline,
     tokens,
     webhooks,
 )
@@ -106,6 +107,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     outmail.setup(app)
     onec.setup(app)
     recordings.setup(app)
+    timeline.setup(app)  # the cards' timeline, notes, call results, merges
     realtime.setup(app)  # before telephony: the service sends its events to this notifier
     reports.setup(app)  # after realtime: the wallboard's socket event
     tasks.setup(app)  # after realtime: reminders go out through its notifier

@@ -10,14 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from crm import calls as calls_db
 from crm import contracts as contracts_db
 from crm import deals as deals_db
 from crm import documents as documents_db
 from crm import errors, stock
 from crm import invoices as invoices_db
 from crm import leadrules as leadrules_db
-from crm import mail as mail_db
 from crm import missed as missed_db
 from crm import tasks as tasks_db
 from crm import users as users_db
@@ -31,6 +29,7 @@ from web.i18n import request_reader
 from web.jobs import periodic_job
 from web.pages import render
 from web.paging import page_args, page_json
+from web.timeline import timeline_context
 
 logger = logging.getLogger(__name__)
 
@@ -270,20 +269,19 @@ async def deal_page(request: web.Request, error: str | None = None, status: int 
         history = await deals_db.stage_history(conn, deal.id)
         stages = await deals_db.list_stages(conn)
         products = await stock.list_balances(conn)
-        calls = await calls_db.list_deal_calls(conn, deal.id)
         orders = await deals_db.list_orders(conn, deal.id)
-        mails = await mail_db.list_party_mail(conn, None, None, None, deal_id=deal.id)
         money = {"contract": await contracts_db.deal_contract(conn, user, deal.id),  # web/money.py, _deal_money.html
                  "company_contracts": await contracts_db.list_contracts(conn, user, deal.company_id)
                  if deal.company_id else [],
                  "deal_invoices": await invoices_db.list_invoices(conn, user, deal_id=deal.id)}
         attached = await documents_db.list_documents(conn, deal.id)
+        events = await timeline_context(conn, request, "deal", deal.id)  # calls, mail, notes… (web/timeline.py)
         managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")
                     ] if user.sees_everything else []
     return render(request, "deal.html", http_status=status, error=error, managers=managers,
                   unshipped=deals_db.unshipped(items), deal=deal, items=items, history=history, stages=stages,
-                  products=products, now=_now(), loss_reasons=deals_db.LOSS_REASONS, calls=calls, mails=mails,
-                  orders=orders, documents=attached, **money)
+                  products=products, now=_now(), loss_reasons=deals_db.LOSS_REASONS, orders=orders,
+                  documents=attached, **events, **money)
 
 
 async def new_deal_form(request: web.Request) -> web.Response:

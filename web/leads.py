@@ -11,7 +11,6 @@ from crm import calls as calls_db
 from crm import deals as deals_db
 from crm import errors, paging
 from crm import leads as leads_db
-from crm import mail as mail_db
 from crm import users as users_db
 from crm.leads import Lead, NewLead
 from crm.phones import parse_phone
@@ -22,6 +21,7 @@ from web.deals import int_field, path_id, text_field
 from web.errors import error_body
 from web.pages import render
 from web.paging import next_url, page_args, page_json
+from web.timeline import timeline_context
 
 
 def lead_json(lead: Lead) -> dict[str, Any]:
@@ -213,10 +213,9 @@ async def lead_page(request: web.Request) -> web.Response:
     user = current_user(request)
     async with request.app[keys.POOL].acquire() as conn:
         lead = await leads_db.get_lead(conn, user, _lead_id(request))
-        calls = await calls_db.list_lead_calls(conn, lead.id)
-        mails = await mail_db.list_party_mail(conn, None, None, lead.id)
         managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
-    return render(request, "lead.html", lead=lead, calls=calls, mails=mails, managers=managers)
+        history = await timeline_context(conn, request, "lead", lead.id)
+    return render(request, "lead.html", lead=lead, managers=managers, **history)
 
 
 def setup(app: web.Application) -> None:

@@ -11,11 +11,9 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from crm import calls as calls_db
 from crm import contacts as contacts_db
 from crm import deals as deals_db
 from crm import errors, paging
-from crm import mail as mail_db
 from crm import users as users_db
 from crm.contacts import Kind, PartyInput
 from web import keys
@@ -25,6 +23,7 @@ from web.i18n import N_
 from web.paging import next_url, page_args
 from web.render import render
 from web.sockets import disconnect_session
+from web.timeline import timeline_context
 
 __all__ = ["render", "setup"]  # render is imported from here by older page modules
 
@@ -130,14 +129,11 @@ async def party_card(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         party = await contacts_db.get_party(conn, user, kind, _party_id(request))
         members = await contacts_db.list_company_contacts(conn, user, party.id) if kind == "company" else []
-        calls = await calls_db.list_party_calls(conn, party.id if kind == "contact" else None,
-                                                party.id if kind == "company" else None)
-        mails = await mail_db.list_party_mail(conn, party.id if kind == "contact" else None,
-                                              party.id if kind == "company" else None)
         deals = await deals_db.list_deals(conn, user, None, party.id if kind == "contact" else None,
                                           party.id if kind == "company" else None)
+        history = await timeline_context(conn, request, kind, party.id)  # calls, mail, notes, tasks… (issue 15)
     return render(request, "party.html", kind=kind, section=request.match_info["section"], titles=TITLES[kind],
-                  party=party, members=members, calls=calls, mails=mails, deals=deals)
+                  party=party, members=members, deals=deals, **history)
 
 
 def _form_input(form: MultiDictProxy) -> PartyInput:
@@ -180,7 +176,8 @@ async def party_form(request: web.Request) -> web.Response:
             party = await contacts_db.get_party(conn, user, kind, _party_id(request))
     values = _values_of(party, user)
     return render(request, "party_form.html", kind=kind, section=request.match_info["section"],
-                  titles=TITLES[kind], party=party, values=values, error=None, **await _form_context(request))
+                  titles=TITLES[kind], party=party, values=values, error=None, duplicate=None,
+                  **await _form_context(request))
 
 
 def _values_of(party: contacts_db.Party | None, user: users_db.User) -> dict[str, Any]:
@@ -198,21 +195,38 @@ async def party_save(request: web.Request) -> web.Response:
     data = _form_input(form)
     region = request.app[keys.SETTINGS].phone_region
     existing_id = _party_id(request) if "party_id" in request.match_info else None
+    # A phone, e-mail or tax id another record has: warned about, saved only with "save anyway" ticked.
+    refuse = not form.get("allow_duplicate")
+    duplicate = None
     try:
         async with request.app[keys.POOL].acquire() as conn:
             if existing_id is None:
-                party = await contacts_db.create_party(conn, user, kind, data, region)
+                party = await contacts_db.create_party(conn, user, kind, data, region, refuse_duplicates=refuse)
             else:
-                party = await contacts_db.update_party(conn, user, kind, existing_id, data, region)
-    except errors.ValidationError as exc:
+                party = await contacts_db.update_party(conn, user, kind, existing_id, data, region,
+                                                       refuse_duplicates=refuse)
+    except (errors.ValidationError, errors.Duplicate) as exc:
+        if isinstance(exc, errors.Duplicate):
+            duplicate = {"field": exc.field, "id": exc.existing_id, "name": await _visible_name(request, kind,
+                                                                                                exc.existing_id)}
         # Show the form again with everything the person typed, untouched, and the reason.
         values = {"name": data.name, "manager_id": data.manager_id, "notes": data.notes,
                   "company_id": data.company_id, "tax_id": data.tax_id or "", "phones": data.phones,
                   "emails": data.emails}
-        return render(request, "party_form.html", http_status=422, kind=kind, section=request.match_info["section"],
-                      titles=TITLES[kind], party={"id": existing_id} if existing_id else None, values=values,
-                      error=str(exc), **await _form_context(request))
+        return render(request, "party_form.html", http_status=409 if duplicate else 422, kind=kind,
+                      section=request.match_info["section"], titles=TITLES[kind],
+                      party={"id": existing_id} if existing_id else None, values=values,
+                      error=None if duplicate else str(exc), duplicate=duplicate, **await _form_context(request))
     raise web.HTTPFound(f"/{request.match_info['section']}/{party.id}")
+
+
+async def _visible_name(request: web.Request, kind: Kind, party_id: int) -> str | None:
+    """The duplicate's name if the person may see it; a colleague's client stays unnamed."""
+    async with request.app[keys.POOL].acquire() as conn:
+        try:
+            return (await contacts_db.get_party(conn, current_user(request), kind, party_id)).name
+        except errors.NotFound:
+            return None
 
 
 def setup(app: web.Application) -> None:

@@ -160,7 +160,8 @@ PAGES = ["/home", "/calls", "/calls?outcome=missed", "/missed", "/missed?state=o
          "/leads/rules", "/leads/new", "/leads/1/edit",
          "/tasks", "/tasks?week=2026-12-07", "/tasks/1",
          "/deals?view=list", "/deals?view=list&status=won&sort=amount", "/deals/new?contact=1",
-         "/deals?stuck=1&closing=month"]
+         "/deals?stuck=1&closing=month",
+         "/contacts/1/merge", "/companies/1/merge", "/calls/1/result", "/leads/1"]
 
 
 async def seed_russian_day(conn, settings):
@@ -180,6 +181,13 @@ async def seed_russian_day(conn, settings):
                                 "+74951234567", datetime.fromtimestamp(now - 300, UTC), None, None, None, None,
                                 None, None, settings.hours, timedelta(minutes=1))
     await seed_russian_money(conn)
+    # The timeline's own rows (web/timeline.py): a call result with a callback and a note on the contact.
+    from crm import call_results, timeline
+
+    head = await users_db.get_user_by_login(conn, "head")
+    await call_results.record_result(conn, head, missed.id, "callback", "Перезвонить после обеда",
+                                     datetime.now(UTC) + timedelta(days=1))
+    await timeline.add_note(conn, head, "Просил прислать каталог", contact_id=contact["id"])
 
 
 async def seed_russian_money(conn):

@@ -136,7 +136,7 @@ LIST_STUCK_DEALS = LIST_DEALS.replace("          AND $3::bigint IS NULL AND $4::
           AND d.stage_changed_at < $3::timestamptz - make_interval(days => s.normal_days) AND $4::bigint IS NULL
 """)
 COUNT_DEALS = "SELECT count(*) FROM deals WHERE status = $2 AND ($1::bigint IS NULL OR manager_id = $1)"
-# A contact's or a company's few deals: found by deals_contact_all_idx / deals_company_idx (0028), then sorted.
+# A contact's or a company's few deals: found by deals_contact_all_idx / deals_company_idx (0023), then sorted.
 LIST_PARTY_DEALS = _DEAL_SELECT + """
 WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
   AND (d.contact_id = $3 OR d.company_id = $4)

@@ -15,9 +15,6 @@ CREATE INDEX calls_missed_started_idx ON calls (started_at) INCLUDE (missed_call
 CREATE INDEX deals_stage_order_idx ON deals (status, stage, stage_changed_at, id);
 CREATE INDEX deals_manager_stage_order_idx ON deals (manager_id, status, stage, stage_changed_at, id);
 DROP INDEX deals_status_stage_idx;
--- A contact's or company's card lists its deals in any status (0007's index holds open deals only).
-CREATE INDEX deals_contact_all_idx ON deals (contact_id);
-CREATE INDEX deals_company_idx ON deals (company_id);
 
 -- A manager's leads inbox in inbox order.
 CREATE INDEX leads_manager_inbox_idx ON leads (manager_id, (status = 'new') DESC, created_at DESC, id DESC);

@@ -156,7 +156,7 @@ async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
 # ------------------------------------------------------------------ API
 
 async def list_api(request: web.Request) -> web.Response:
-    limit, after = page_args(request, 500)
+    limit, after = page_args(request, 100)  # like the other list APIs; 500 deals were 344 KB (issue 18)
     async with request.app[keys.POOL].acquire() as conn:
         page = await deals_db.list_deals_page(conn, current_user(request), request.query.get("status") or None,
                                               limit, after)

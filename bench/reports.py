@@ -2,7 +2,12 @@
 365 days (p50/p99 over sequential requests) beside a bare aiohttp handler and a plain `SELECT count(*)` over the
 same year of calls, measured in the same run; prints EXPLAIN (ANALYZE) of the main queries with --explain.
 
-    python bench/reports.py [--calls 1000000] [--deals 20000] [--contacts 100000] [--requests 20] [--explain]
+    python bench/reports.py [--calls 1000000] [--deals 20000] [--contacts 100000] [--requests 20] [--writes 2000]
+                            [--explain]
+
+The calls are bulk-loaded with the summary triggers off and the summaries rebuilt once (timed); then the call
+writer's throughput (`crm.calls.save_call`, one transaction a call, new calls and amended ones) is measured with
+the triggers on and off, on the full database.
 """
 
 from __future__ import annotations
@@ -69,6 +74,41 @@ SELECT d.id, s.code, d.created_at + make_interval(days => s.position - 1),
 FROM deals d JOIN deal_stages s ON s.position <= 1 + d.id % 5
 """
 
+STATS_TRIGGERS = "ALTER TABLE calls {0} TRIGGER calls_stats_insert_delete, {0} TRIGGER calls_stats_update"
+# The bulk load runs with every trigger on calls off (the call viewers and webhook triggers of other features too);
+# the summaries are rebuilt once after it, and the writer is then measured with all triggers on.
+SEED_TRIGGERS = "ALTER TABLE calls {0} TRIGGER USER"
+
+
+def call_record(n: int, started: float, outcome: str):
+    from cti.calls import CallRecord, LegRecord
+
+    answered = outcome == "answered"
+    return CallRecord(
+        pbx="lab", call_id=f"w{n}", direction="inbound", caller=f"+7916{n % 9999999:07d}", caller_name="",
+        callee="+74951110000", started_at=started, answered_at=started + n % 40 if answered else None,
+        ended_at=started + 100, outcome=outcome, reason=outcome, answered_by=str(101 + n % MANAGERS)
+        if answered else None, agents_rang=(str(101 + n % MANAGERS), str(101 + (n + 1) % MANAGERS)),
+        queue="sales", ring_seconds=n % 40, talk_seconds=60 if answered else 0, recording=None, transfers=(),
+        talk_by_agent=(), recovered=False, originated=False,
+        legs=(LegRecord(f"w{n}-1", "PJSIP/trunk-00000001", "trunk", None, started, None, started + 100, 16),))
+
+
+async def writer_throughput(conn, writes: int, first: int, now: datetime) -> float:
+    """Calls a second through the call writer: `writes` new calls, then half of them amended (a late CDR)."""
+    from dataclasses import replace
+
+    from crm.calls import save_call
+
+    start = time.perf_counter()
+    records = [call_record(first + n, now.timestamp() - n, "missed" if n % 4 == 0 else "answered")
+               for n in range(writes)]
+    for record in records:
+        await save_call(conn, record)
+    for record in records[::2]:
+        await save_call(conn, replace(record, ring_seconds=record.ring_seconds + 1, talk_seconds=61))
+    return (writes + len(records[::2])) / (time.perf_counter() - start)
+
 
 async def seed(conn, calls: int, deals: int, contacts: int, now: datetime) -> dict[str, float]:
     took = {}
@@ -82,6 +122,7 @@ async def seed(conn, calls: int, deals: int, contacts: int, now: datetime) -> di
     first_id = await conn.fetchval("SELECT min(id) FROM users")
     await conn.execute(SEED_CONTACTS, contacts, first_id, MANAGERS)
     batch = 250_000
+    await conn.execute(SEED_TRIGGERS.format("DISABLE"))
     for offset in range(0, calls, batch):
         await conn.execute(SEED_CALLS.replace("generate_series(1, $1)", f"generate_series({offset + 1}, $1)"),
                            min(calls, offset + batch), now, MANAGERS, first_id, contacts, calls)
@@ -89,6 +130,10 @@ async def seed(conn, calls: int, deals: int, contacts: int, now: datetime) -> di
     await conn.execute(SEED_DEALS, deals, now, first_id, MANAGERS, contacts)
     await conn.execute(SEED_HISTORY)
     took["seed"] = time.perf_counter() - start
+    start = time.perf_counter()
+    await conn.execute("SELECT callboard_call_stats_rebuild()")
+    await conn.execute(SEED_TRIGGERS.format("ENABLE"))
+    took["summaries"] = time.perf_counter() - start
     start = time.perf_counter()
     await conn.execute("VACUUM ANALYZE")
     took["vacuum"] = time.perf_counter() - start
@@ -133,10 +178,16 @@ async def explain(conn, first: date, last: date, zone: str) -> None:
         "managers: offered per extension": (reports.MANAGER_OFFERED, period.start, period.end, None, None,
                                             list(reports.UNANSWERED)),
         "managers: own calls": (reports.MANAGER_OWN, period.start, period.end, None, None),
-        "service: lines, days and hours in one pass": (reports.SERVICE_ALL, period.start, period.end, None, None,
+        "managers: offered per extension, whole days from the summary": (
+            reports.MANAGER_OFFERED_DAYS, *reports.utc_days(period)[0], None, None, list(reports.UNANSWERED)),
+        "managers: own calls, whole days from the summary": (reports.MANAGER_OWN_DAYS, *reports.utc_days(period)[0],
+                                                             None, None),
+        "service: lines, days and hours from the hourly summary": (reports.SERVICE_HOURS, period.start, period.end,
+                                                                   None, None, None, 20, zone),
+        "service without the summary (calls)": (reports.SERVICE_ALL, period.start, period.end, None, None,
                                                        None, 20, zone),
         "funnel: entered": (reports.FUNNEL_ENTERED, period.start, period.end, None, None, datetime.now(UTC)),
-        "segments: ABC": (reports.SEGMENTS_ABC, period.start, period.end, None, None),
+        "segments: ABC": (reports.SEGMENTS_ABC["won"], period.start, period.end, None, None, zone),
     }
     for title, (sql, *args) in plans.items():
         rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF) " + sql, *args)
@@ -158,7 +209,23 @@ async def main(args: argparse.Namespace) -> None:
             head = await users.get_user_by_login(conn, "head")
             token, _ = await users.create_session(conn, head, "bench-secret", now)
         print(f"seeded {args.calls:,} calls, {args.contacts:,} contacts, {args.deals:,} leads and deals in "
-              f"{took['seed']:.0f} s (VACUUM ANALYZE {took['vacuum']:.0f} s)")
+              f"{took['seed']:.0f} s (summaries rebuilt in {took['summaries']:.0f} s, VACUUM ANALYZE "
+              f"{took['vacuum']:.0f} s)")
+        async with pool.acquire() as conn:
+            rows = {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in ("call_day_stats", "call_hour_stats")}
+            print(f"summary rows: {rows}")
+            writes = {}
+            if args.writes:
+                # Off first, and those calls deleted with the triggers still off: the summaries stay exact
+                # without a rebuild (minutes at this size); then on.
+                await conn.execute(STATS_TRIGGERS.format("DISABLE"))
+                writes["triggers off"] = await writer_throughput(conn, args.writes, args.writes, now)
+                await conn.execute("DELETE FROM calls WHERE pbx = 'lab' AND linkedid LIKE 'w%'")
+                await conn.execute(STATS_TRIGGERS.format("ENABLE"))
+                writes["triggers on"] = await writer_throughput(conn, args.writes, 0, now)
+                await conn.execute("VACUUM ANALYZE call_day_stats, call_hour_stats, calls")
+                print("call writer (save_call, new + amended): " + ", ".join(
+                    f"{k} {v:.0f} calls/s" for k, v in writes.items()))
         settings = Settings(session_secret="bench-secret", data_dir=data_dir, agi_port=0, smtp_port=0)
         runner = web.AppRunner(create_app(settings, pool))
         await runner.setup()
@@ -209,5 +276,6 @@ if __name__ == "__main__":
     parser.add_argument("--deals", type=int, default=20_000)
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--writes", type=int, default=2000)
     parser.add_argument("--explain", action="store_true")
     asyncio.run(main(parser.parse_args()))

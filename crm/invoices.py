@@ -87,6 +87,12 @@ WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::bigint IS NULL OR i.dea
   AND ($3::text IS NULL OR i.state = $3) AND ($4::bigint IS NULL OR i.company_id = $4)
 ORDER BY i.year DESC, i.number DESC LIMIT $5
 """
+# Unpaid past their due date, of one client or the invoices named (a payment reminder lists these).
+OVERDUE_INVOICES = _SELECT + """
+WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND i.state IN ('issued', 'partly_paid') AND i.due_on < $2
+  AND ($3::bigint IS NULL OR i.company_id = $3) AND ($4::bigint[] IS NULL OR i.id = ANY($4::bigint[]))
+ORDER BY i.due_on, i.id
+"""
 LIST_ITEMS = """
 SELECT position, deal_item_id, sku, name, unit, quantity, price, amount FROM invoice_items
 WHERE invoice_id = $1 ORDER BY position
@@ -174,6 +180,12 @@ async def get_invoice(conn: asyncpg.Connection, viewer: User, invoice_id: int) -
 
 async def list_items(conn: asyncpg.Connection, invoice_id: int) -> list[InvoiceItem]:
     return [InvoiceItem(**dict(r)) for r in await conn.fetch(LIST_ITEMS, invoice_id)]
+
+
+async def overdue_invoices(conn: asyncpg.Connection, viewer: User, today: date, company_id: int | None = None,
+                           invoice_ids: list[int] | None = None) -> list[Invoice]:
+    rows = await conn.fetch(OVERDUE_INVOICES, _scope(viewer), today, company_id, invoice_ids)
+    return [Invoice(**dict(r)) for r in rows]
 
 
 async def list_invoices(conn: asyncpg.Connection, viewer: User, *, deal_id: int | None = None,

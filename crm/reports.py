@@ -112,8 +112,34 @@ SELECT user_id,
        count(*) FILTER (WHERE direction = 'outbound') AS outbound,
        count(*) FILTER (WHERE direction = 'outbound' AND outcome = 'answered') AS outbound_reached,
        coalesce(sum(talk_seconds) FILTER (WHERE direction <> 'internal' AND outcome = 'answered'), 0) AS talk_seconds,
-       avg(ring_seconds) FILTER (WHERE direction = 'inbound' AND outcome = 'answered') AS avg_answer_seconds
+       coalesce(sum(ring_seconds) FILTER (WHERE direction = 'inbound' AND outcome = 'answered'), 0) AS answer_wait
 FROM ci WHERE user_id IS NOT NULL GROUP BY user_id
+"""
+# The same two figures from the per-day summary (migration 0026) for the whole UTC days `$1`..`$2` (excluded).
+_DAYS_IN = """
+FROM call_day_stats s
+WHERE s.day >= $1 AND s.day < $2 AND ($3::text IS NULL OR (s.direction = 'inbound' AND s.line = $3))
+  AND ($4::text IS NULL OR s.queue = $4)
+"""
+MANAGER_OFFERED_DAYS = f"""
+SELECT s.ext, sum(s.calls)::bigint AS offered,
+       coalesce(sum(s.calls) FILTER (WHERE s.outcome = ANY($5::text[])), 0)::bigint AS unanswered
+{_DAYS_IN} AND s.ext <> ''
+GROUP BY s.ext
+"""
+MANAGER_OWN_DAYS = f"""
+SELECT s.user_id,
+       coalesce(sum(s.calls) FILTER (WHERE s.direction = 'inbound' AND s.outcome = 'answered'), 0)::bigint
+         AS inbound_answered,
+       coalesce(sum(s.calls) FILTER (WHERE s.direction = 'outbound'), 0)::bigint AS outbound,
+       coalesce(sum(s.calls) FILTER (WHERE s.direction = 'outbound' AND s.outcome = 'answered'), 0)::bigint
+         AS outbound_reached,
+       coalesce(sum(s.talk_sum) FILTER (WHERE s.direction <> 'internal' AND s.outcome = 'answered'), 0)::bigint
+         AS talk_seconds,
+       coalesce(sum(s.ring_sum) FILTER (WHERE s.direction = 'inbound' AND s.outcome = 'answered'), 0)::bigint
+         AS answer_wait
+{_DAYS_IN} AND s.ext = '' AND s.user_id <> 0
+GROUP BY s.user_id
 """
 # Missed callers first missed in the period, by the manager the row is assigned to.
 MANAGER_CALLBACKS = """
@@ -137,18 +163,57 @@ AMOUNT = "coalesce(d.manual_amount, (SELECT sum(i.quantity * i.price) FROM deal_
 # A deal's source: the channel of the lead it came from, else what the manager wrote on it, else 'manual'.
 DEAL_SOURCE = "coalesce(l.source, nullif(d.source, ''), 'manual')"
 _DEALS_FROM = "FROM deals d LEFT JOIN leads l ON l.id = d.lead_id "
+# Revenue is counted by deals won (their amount, when won), by invoices (their total, on the day issued; a
+# cancelled one counts nothing) or by payments (what was allocated to the deal's invoices, on the day received):
+# the setting `revenue_basis`. As rows (deal_id, amount, at); `{zone}` is the parameter holding the company's zone.
+REVENUE_BASES = ("won", "invoices", "payments")
+_REVENUE_ROWS = {
+    "won": f"SELECT d.id AS deal_id, {AMOUNT} AS amount, d.closed_at AS at FROM deals d WHERE d.status = 'won'"
+           " AND ({zone})::text IS NOT NULL",  # the zone is a parameter of every basis' query
+    "invoices": "SELECT i.deal_id, i.total AS amount, i.issued_on::timestamp AT TIME ZONE {zone} AS at "
+                "FROM invoices i WHERE i.state <> 'cancelled'",
+    "payments": "SELECT i.deal_id, a.amount, p.received_on::timestamp AT TIME ZONE {zone} AS at "
+                "FROM payment_allocations a JOIN payments p ON p.id = a.payment_id "
+                "JOIN invoices i ON i.id = a.invoice_id",
+}
+# A deal's revenue whenever it came (the sources report counts deals made in the period and what they brought).
+DEAL_REVENUE = {
+    "won": f"CASE WHEN d.status = 'won' THEN {AMOUNT} END",
+    "invoices": "(SELECT sum(i.total) FROM invoices i WHERE i.deal_id = d.id AND i.state <> 'cancelled')",
+    "payments": "(SELECT sum(a.amount) FROM payment_allocations a JOIN invoices i ON i.id = a.invoice_id "
+                "WHERE i.deal_id = d.id)",
+}
+
+
+def _per_basis(template: str, zone: str) -> dict[str, str]:
+    """The query once per revenue basis: `{revenue}` the rows in a FROM, `{deal_revenue}` a deal's own."""
+    return {basis: template.replace("{revenue}", _REVENUE_ROWS[basis].replace("{zone}", zone))
+            .replace("{deal_revenue}", DEAL_REVENUE[basis]) for basis in REVENUE_BASES}
+
+
+def _basis(basis: str) -> str:
+    if basis not in REVENUE_BASES:
+        raise ValidationError("revenue_basis", f"one of {', '.join(REVENUE_BASES)}")
+    return basis
+
+
 MANAGER_DEALS = f"""
 SELECT d.manager_id AS user_id,
        count(*) FILTER (WHERE d.created_at >= $1 AND d.created_at < $2) AS deals_created,
        count(*) FILTER (WHERE d.status = 'won' AND d.closed_at >= $1 AND d.closed_at < $2) AS deals_won,
-       count(*) FILTER (WHERE d.status = 'lost' AND d.closed_at >= $1 AND d.closed_at < $2) AS deals_lost,
-       coalesce(sum({AMOUNT}) FILTER (WHERE d.status = 'won' AND d.closed_at >= $1 AND d.closed_at < $2), 0)
-         AS revenue_won
+       count(*) FILTER (WHERE d.status = 'lost' AND d.closed_at >= $1 AND d.closed_at < $2) AS deals_lost
 {_DEALS_FROM}
 WHERE ((d.created_at >= $1 AND d.created_at < $2) OR (d.closed_at >= $1 AND d.closed_at < $2))
   AND ($3::text IS NULL OR {DEAL_SOURCE} = $3) AND d.manager_id IS NOT NULL
 GROUP BY d.manager_id
 """
+# Revenue of the period per manager, by the basis chosen ($4 the zone).
+MANAGER_REVENUE = _per_basis(f"""
+SELECT d.manager_id AS user_id, coalesce(sum(r.amount), 0) AS revenue_won
+FROM ({{revenue}}) r JOIN deals d ON d.id = r.deal_id LEFT JOIN leads l ON l.id = d.lead_id
+WHERE r.at >= $1 AND r.at < $2 AND ($3::text IS NULL OR {DEAL_SOURCE} = $3) AND d.manager_id IS NOT NULL
+GROUP BY d.manager_id
+""", "$4")
 # Due in the period and late: still open past the due time, or closed after it.
 MANAGER_TASKS = """
 SELECT t.assignee_id AS user_id, count(*) AS tasks_overdue FROM tasks t
@@ -185,15 +250,20 @@ SELECT d.status, coalesce(d.loss_reason, '') AS loss_reason, count(*) AS deals, 
 WHERE d.closed_at >= $1 AND d.closed_at < $2 AND {_DEAL_FILTER}
 GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2
 """
+FUNNEL_REVENUE = _per_basis(f"""
+SELECT coalesce(sum(r.amount), 0) FROM ({{revenue}}) r JOIN deals d ON d.id = r.deal_id
+LEFT JOIN leads l ON l.id = d.lead_id
+WHERE r.at >= $1 AND r.at < $2 AND {_DEAL_FILTER}
+""", "$5")
 
 # Leads by channel, and the line (DID) phone leads came in on; deals from them and their revenue.
-SOURCES_LEADS = f"""
+SOURCES_LEADS = _per_basis("""
 SELECT l.source, CASE WHEN l.source = 'phone' THEN l.line ELSE '' END AS line,
        coalesce(mm.extracted ->> 'utm_source', '') AS utm_source,
        coalesce(mm.extracted ->> 'utm_campaign', '') AS utm_campaign,
        count(DISTINCT l.id) AS leads, count(DISTINCT l.id) FILTER (WHERE l.status = 'converted') AS converted,
        count(DISTINCT d.id) AS deals, count(DISTINCT d.id) FILTER (WHERE d.status = 'won') AS won,
-       coalesce(sum(CASE WHEN d.status = 'won' THEN {AMOUNT} END), 0) AS revenue
+       coalesce(sum({deal_revenue}), 0) AS revenue
 FROM leads l
 LEFT JOIN deals d ON d.lead_id = l.id
 LEFT JOIN LATERAL (SELECT m.extracted FROM mail_messages m WHERE m.lead_id = l.id
@@ -201,16 +271,15 @@ LEFT JOIN LATERAL (SELECT m.extracted FROM mail_messages m WHERE m.lead_id = l.i
 WHERE l.created_at >= $1 AND l.created_at < $2 AND ($3::bigint IS NULL OR l.manager_id = $3)
   AND ($4::text IS NULL OR l.source = $4) AND ($5::text IS NULL OR l.line = $5)
 GROUP BY 1, 2, 3, 4 ORDER BY leads DESC, 1, 2, 3, 4
-"""
+""", "")
 # Deals created in the period by source (a deal made without a lead has its own source or 'manual').
-SOURCES_DEALS = f"""
+SOURCES_DEALS = _per_basis(f"""
 SELECT {DEAL_SOURCE} AS source, count(*) AS deals, count(*) FILTER (WHERE d.status = 'won') AS won,
-       count(*) FILTER (WHERE d.status = 'lost') AS lost,
-       coalesce(sum({AMOUNT}) FILTER (WHERE d.status = 'won'), 0) AS revenue
+       count(*) FILTER (WHERE d.status = 'lost') AS lost, coalesce(sum({{deal_revenue}}), 0) AS revenue
 {_DEALS_FROM}
 WHERE d.created_at >= $1 AND d.created_at < $2 AND {_DEAL_FILTER}
 GROUP BY 1 ORDER BY revenue DESC, deals DESC, 1
-"""
+""", "")
 # Calls → deals: each deal won in the period with the calls and e-mails of its client before the win.
 WON_TOUCHES = f"""
 SELECT d.id, d.title, {AMOUNT} AS amount, d.closed_at, {DEAL_SOURCE} AS source, u.display_name AS manager,
@@ -250,6 +319,27 @@ FROM (SELECT c.callee AS line, coalesce(c.queue, '') AS queue, (c.started_at AT 
       FROM calls c {_SERVICE_WHERE}) c
 GROUP BY GROUPING SETS ((line, queue), (day), (weekday, hour))
 """
+# The same from the per-hour summary (migration 0026): rows of the call itself, or of the calls offered to an
+# extension ($5). `within[N + 1]` counts the answered calls that waited at most N seconds.
+WITHIN_MAX = 120
+SERVICE_HOURS = """
+SELECT line, queue, day, weekday, hour, GROUPING(line, queue, day, weekday, hour) AS grouping,
+       sum(calls)::bigint AS offered, coalesce(sum(calls) FILTER (WHERE outcome = 'answered'), 0)::bigint AS answered,
+       coalesce(sum(calls) FILTER (WHERE outcome = 'abandoned'), 0)::bigint AS abandoned,
+       coalesce(sum(calls) FILTER (WHERE outcome IN ('missed', 'busy')), 0)::bigint AS missed,
+       coalesce(sum(calls) FILTER (WHERE outcome = 'failed'), 0)::bigint AS failed,
+       coalesce(sum(calls) FILTER (WHERE outcome = 'unknown'), 0)::bigint AS unknown,
+       coalesce(sum(within[$6 + 1]) FILTER (WHERE outcome = 'answered'), 0)::bigint AS answered_in_time,
+       sum(ring_sum) / sum(calls)::numeric AS avg_wait, max(ring_max) AS max_wait
+FROM (SELECT s.line, s.queue, (s.hour AT TIME ZONE $7)::date AS day,
+             extract(isodow FROM s.hour AT TIME ZONE $7)::int AS weekday,
+             extract(hour FROM s.hour AT TIME ZONE $7)::int AS hour, s.outcome, s.calls, s.ring_sum, s.ring_max,
+             s.within
+      FROM call_hour_stats s
+      WHERE s.hour >= $1 AND s.hour < $2 AND ($3::text IS NULL OR s.line = $3) AND ($4::text IS NULL OR s.queue = $4)
+        AND s.ext = coalesce($5::text, '')) c
+GROUP BY GROUPING SETS ((line, queue), (day), (weekday, hour))
+"""
 # GROUPING() bits (line, queue, day, weekday, hour), 1 = summed over: which breakdown a row belongs to.
 BY_LINE, BY_DAY, BY_HOUR = 0b00111, 0b11011, 0b11100
 _BREAKDOWN_KEYS = {BY_LINE: ("line", "queue"), BY_DAY: ("day",), BY_HOUR: ("weekday", "hour")}
@@ -258,11 +348,11 @@ _BREAKDOWN_KEYS = {BY_LINE: ("line", "queue"), BY_DAY: ("day",), BY_HOUR: ("week
 # those before them is under 80 % of the total, B under 95 %, C the rest.
 _CLIENT = """CASE WHEN d.company_id IS NOT NULL THEN 'company' ELSE 'contact' END AS kind,
        coalesce(d.company_id, d.contact_id) AS client_id"""
-SEGMENTS_ABC = f"""
+SEGMENTS_ABC = _per_basis(f"""
 WITH won AS (
-    SELECT {_CLIENT}, {AMOUNT} AS amount {_DEALS_FROM}
-    WHERE d.status = 'won' AND d.closed_at >= $1 AND d.closed_at < $2
-      AND coalesce(d.company_id, d.contact_id) IS NOT NULL AND {_DEAL_FILTER}
+    SELECT {_CLIENT}, r.amount FROM ({{revenue}}) r JOIN deals d ON d.id = r.deal_id
+    LEFT JOIN leads l ON l.id = d.lead_id
+    WHERE r.at >= $1 AND r.at < $2 AND coalesce(d.company_id, d.contact_id) IS NOT NULL AND {_DEAL_FILTER}
 ), per AS (
     SELECT kind, client_id, sum(amount) AS revenue, count(*) AS deals FROM won GROUP BY 1, 2
 ), ranked AS (
@@ -273,19 +363,19 @@ WITH won AS (
 SELECT kind, client_id, revenue, deals, CASE WHEN total > 0 THEN revenue / total END AS share,
        CASE WHEN total = 0 OR before < 0.80 * total THEN 'A' WHEN before < 0.95 * total THEN 'B' ELSE 'C' END AS abc
 FROM ranked ORDER BY revenue DESC, kind, client_id
-"""
+""", "$5")
 # XYZ: month-to-month variation of each client's purchases over the 12 months up to the period's end (months
 # without a purchase count as zero): X at most 10 %, Y at most 25 %, Z above.
-SEGMENTS_XYZ = f"""
+SEGMENTS_XYZ = _per_basis(f"""
 WITH months AS (
     SELECT generate_series(date_trunc('month', $1::timestamp) - interval '11 months',
                            date_trunc('month', $1::timestamp), interval '1 month') AS month
 ), won AS (
-    SELECT {_CLIENT}, date_trunc('month', d.closed_at AT TIME ZONE $2) AS month, {AMOUNT} AS amount
-    {_DEALS_FROM}
-    WHERE d.status = 'won' AND coalesce(d.company_id, d.contact_id) IS NOT NULL
-      AND d.closed_at >= (date_trunc('month', $1::timestamp) - interval '11 months') AT TIME ZONE $2
-      AND d.closed_at < (date_trunc('month', $1::timestamp) + interval '1 month') AT TIME ZONE $2
+    SELECT {_CLIENT}, date_trunc('month', r.at AT TIME ZONE $2) AS month, r.amount
+    FROM ({{revenue}}) r JOIN deals d ON d.id = r.deal_id LEFT JOIN leads l ON l.id = d.lead_id
+    WHERE coalesce(d.company_id, d.contact_id) IS NOT NULL
+      AND r.at >= (date_trunc('month', $1::timestamp) - interval '11 months') AT TIME ZONE $2
+      AND r.at < (date_trunc('month', $1::timestamp) + interval '1 month') AT TIME ZONE $2
       AND ($3::bigint IS NULL OR d.manager_id = $3) AND ($4::text IS NULL OR {DEAL_SOURCE} = $4)
 ), clients AS (SELECT DISTINCT kind, client_id FROM won),
 grid AS (
@@ -297,7 +387,7 @@ grid AS (
 SELECT kind, client_id, count(*) FILTER (WHERE amount > 0) AS months_bought,
        stddev_pop(amount) / nullif(avg(amount), 0) AS variation
 FROM grid GROUP BY 1, 2
-"""
+""", "$2")
 # Stopped buying: at least three purchases, and none for twice their usual interval by the period's end.
 SEGMENTS_STOPPED = f"""
 WITH won AS (
@@ -335,17 +425,55 @@ INSERT_FOLLOW_UP = "INSERT INTO tasks (kind, title, assignee_id, due_at) VALUES 
 # ---------------------------------------------------------------------------------------------------- reports
 
 
-async def managers_report(conn: asyncpg.Connection, period: Period, filters: Filters, now: datetime
-                          ) -> list[dict[str, Any]]:
+def utc_days(period: Period) -> tuple[tuple[date, date] | None, list[tuple[datetime, datetime]]]:
+    """The whole UTC days inside the period (first, and the day after the last), which the summaries answer,
+    and the parts of UTC days at its edges (a local day starts at a UTC hour), which the calls answer."""
+    start, end = period.start.astimezone(UTC), period.end.astimezone(UTC)
+    first = start.date() if start.timetz() == time(0, tzinfo=UTC) else start.date() + timedelta(days=1)
+    after = end.date()
+    if first >= after:
+        return None, [(start, end)]
+    first_at, after_at = datetime.combine(first, time(0), UTC), datetime.combine(after, time(0), UTC)
+    edges = [(a, b) for a, b in ((start, first_at), (after_at, end)) if a < b]
+    return (first, after), edges
+
+
+def _add_up(into: dict[Any, dict[str, Any]], key: str, rows: list[asyncpg.Record]) -> None:
+    for row in rows:
+        figures = into.setdefault(row[key], {})
+        for name, value in row.items():
+            if name != key:
+                figures[name] = figures.get(name, 0) + (value or 0)
+
+
+async def _manager_call_figures(conn: asyncpg.Connection, period: Period, filters: Filters
+                                ) -> tuple[dict[str, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Calls offered to each extension, and each user's own call figures: whole days from the summary."""
+    offered: dict[str, dict[str, Any]] = {}
+    own: dict[int, dict[str, Any]] = {}
+    days, edges = utc_days(period)
+    if days:
+        _add_up(offered, "ext", await conn.fetch(MANAGER_OFFERED_DAYS, *days, filters.line, filters.queue,
+                                                 list(UNANSWERED)))
+        _add_up(own, "user_id", await conn.fetch(MANAGER_OWN_DAYS, *days, filters.line, filters.queue))
+    for start, end in edges:
+        _add_up(offered, "ext", await conn.fetch(MANAGER_OFFERED, start, end, filters.line, filters.queue,
+                                                 list(UNANSWERED)))
+        _add_up(own, "user_id", await conn.fetch(MANAGER_OWN, start, end, filters.line, filters.queue))
+    return offered, own
+
+
+async def managers_report(conn: asyncpg.Connection, period: Period, filters: Filters, now: datetime,
+                          basis: str = "won") -> list[dict[str, Any]]:
     """One row per seller: calls (call level), callbacks, leads, deals, overdue tasks."""
     people = await conn.fetch(REPORT_USERS, filters.manager_id)
-    call_args = (period.start, period.end, filters.line, filters.queue)
-    offered = {r["ext"]: r for r in await conn.fetch(MANAGER_OFFERED, *call_args, list(UNANSWERED))}
+    offered, own_calls = await _manager_call_figures(conn, period, filters)
     parts = [
-        await conn.fetch(MANAGER_OWN, *call_args),
+        [{"user_id": user_id} | figures for user_id, figures in own_calls.items()],
         await conn.fetch(MANAGER_CALLBACKS, period.start, period.end, filters.line),
         await conn.fetch(MANAGER_LEADS, period.start, period.end, filters.line, filters.source),
         await conn.fetch(MANAGER_DEALS, period.start, period.end, filters.source),
+        await conn.fetch(MANAGER_REVENUE[_basis(basis)], period.start, period.end, filters.source, period.timezone),
         await conn.fetch(MANAGER_TASKS, period.start, period.end, now),
     ]
     by_user: dict[int, dict[str, Any]] = {}
@@ -365,7 +493,8 @@ async def managers_report(conn: asyncpg.Connection, period: Period, filters: Fil
             "inbound_missed": rang["unanswered"] if rang else 0,
             "outbound": own.get("outbound", 0), "outbound_reached": own.get("outbound_reached", 0),
             "talk_seconds": talk, "avg_talk_seconds": _round(talk / answered if answered else None),
-            "avg_answer_seconds": _round(own.get("avg_answer_seconds")),
+            "avg_answer_seconds": _round(own["answer_wait"] / own["inbound_answered"]
+                                         if own.get("inbound_answered") else None),
             "missed_callers": own.get("missed_callers", 0), "called_back": own.get("called_back", 0),
             "called_back_in_time": own.get("called_back_in_time", 0),
             "leads": own.get("leads", 0), "leads_converted": own.get("converted", 0),
@@ -376,7 +505,8 @@ async def managers_report(conn: asyncpg.Connection, period: Period, filters: Fil
     return out
 
 
-async def funnel_report(conn: asyncpg.Connection, period: Period, filters: Filters, now: datetime) -> dict[str, Any]:
+async def funnel_report(conn: asyncpg.Connection, period: Period, filters: Filters, now: datetime,
+                        basis: str = "won") -> dict[str, Any]:
     args = (period.start, period.end, filters.manager_id, filters.source)
     entered = {r["stage"]: r for r in await conn.fetch(FUNNEL_ENTERED, *args, now)}
     stuck = {r["stage"]: r["stuck"] for r in await conn.fetch(FUNNEL_STUCK, now, filters.manager_id,
@@ -394,18 +524,19 @@ async def funnel_report(conn: asyncpg.Connection, period: Period, filters: Filte
     won = sum(r["deals"] for r in closed if r["status"] == "won")
     lost = sum(r["deals"] for r in closed if r["status"] == "lost")
     return {"stages": stages, "won": won, "lost": lost, "win_rate": _ratio(won, won + lost),
-            "revenue_won": sum((r["amount"] for r in closed if r["status"] == "won"), Decimal(0)),
+            "revenue_won": await conn.fetchval(FUNNEL_REVENUE[_basis(basis)], *args, period.timezone),
             "loss_reasons": [{"reason": r["loss_reason"], "deals": r["deals"], "amount": r["amount"]}
                              for r in closed if r["status"] == "lost"]}
 
 
-async def sources_report(conn: asyncpg.Connection, period: Period, filters: Filters) -> dict[str, Any]:
+async def sources_report(conn: asyncpg.Connection, period: Period, filters: Filters, basis: str = "won"
+                         ) -> dict[str, Any]:
     leads = [dict(r) | {"conversion": _ratio(r["converted"], r["leads"])}
-             for r in await conn.fetch(SOURCES_LEADS, period.start, period.end, filters.manager_id,
+             for r in await conn.fetch(SOURCES_LEADS[_basis(basis)], period.start, period.end, filters.manager_id,
                                        filters.source, filters.line)]
     deal_args = (period.start, period.end, filters.manager_id, filters.source)
     deals = [dict(r) | {"win_rate": _ratio(r["won"], r["won"] + r["lost"])}
-             for r in await conn.fetch(SOURCES_DEALS, *deal_args)]
+             for r in await conn.fetch(SOURCES_DEALS[basis], *deal_args)]
     touches = [dict(r) for r in await conn.fetch(WON_TOUCHES, *deal_args)]
     return {"leads": leads, "deals": deals, "won_deals": touches}
 
@@ -422,8 +553,13 @@ async def service_report(conn: asyncpg.Connection, period: Period, filters: Filt
                          ) -> dict[str, Any]:
     args = (period.start, period.end, filters.line, filters.queue, await _extension(conn, filters.manager_id),
             threshold)
+    # The hourly summary serves thresholds it counts, in zones whose local hours are whole UTC hours.
+    zone = ZoneInfo(period.timezone)
+    summary = threshold <= WITHIN_MAX and all(
+        (moment.astimezone(zone).utcoffset() or timedelta(0)) % timedelta(hours=1) == timedelta(0)
+        for moment in (period.start, period.end))
     parts: dict[int, list[dict[str, Any]]] = {BY_LINE: [], BY_DAY: [], BY_HOUR: []}
-    for row in await conn.fetch(SERVICE_ALL, *args, period.timezone):
+    for row in await conn.fetch(SERVICE_HOURS if summary else SERVICE_ALL, *args, period.timezone):
         data = _service_row(row)
         drop = {"line", "queue", "day", "weekday", "hour", "grouping"} - set(_BREAKDOWN_KEYS[row["grouping"]])
         parts[row["grouping"]].append({k: v for k, v in data.items() if k not in drop})
@@ -451,12 +587,14 @@ def xyz_class(variation: float | None) -> str:
     return "X" if variation <= 0.10 else "Y" if variation <= 0.25 else "Z"
 
 
-async def segments_report(conn: asyncpg.Connection, period: Period, filters: Filters) -> dict[str, Any]:
+async def segments_report(conn: asyncpg.Connection, period: Period, filters: Filters, basis: str = "won"
+                          ) -> dict[str, Any]:
+    """ABC and XYZ by the revenue basis; "stopped buying" by the deals won (a purchase is a won deal)."""
     args = (period.start, period.end, filters.manager_id, filters.source)
-    abc = await conn.fetch(SEGMENTS_ABC, *args)
+    abc = await conn.fetch(SEGMENTS_ABC[_basis(basis)], *args, period.timezone)
     local_last = datetime.combine(period.last, time(0))
     xyz = {(r["kind"], r["client_id"]): r for r in await conn.fetch(
-        SEGMENTS_XYZ, local_last, period.timezone, filters.manager_id, filters.source)}
+        SEGMENTS_XYZ[basis], local_last, period.timezone, filters.manager_id, filters.source)}
     stopped = await conn.fetch(SEGMENTS_STOPPED, period.end, filters.manager_id, filters.source)
     keys = {(r["kind"], r["client_id"]) for r in abc} | set(xyz) | {(r["kind"], r["client_id"]) for r in stopped}
     names = await _client_names(conn, keys)

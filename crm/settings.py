@@ -69,6 +69,7 @@ class Settings:
     callback_minutes: int = 120
     missed_window_days: int = 7
     service_level_seconds: int = 20  # reports: an inbound call answered within this many seconds is in service
+    revenue_basis: str = "won"  # reports' revenue: deals won (their amount), invoices issued, or payments received
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
     smtp_recipients: tuple[str, ...] = ("sales", "info")
@@ -170,6 +171,13 @@ def _parse_seconds(value: str) -> float:
     if not 0 < seconds <= 86400:
         raise ValueError("must be more than 0 and at most 86400 seconds")
     return seconds
+
+
+def _parse_revenue_basis(value: str) -> str:
+    basis = value.strip().lower()
+    if basis not in ("won", "invoices", "payments"):
+        raise ValueError("use won, invoices or payments")
+    return basis
 
 
 def _parse_mail_security(value: str) -> str:
@@ -363,6 +371,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("callback_minutes", "CALLBOARD_CALLBACK_MINUTES", "callback_minutes", _parse_positive),
     ("missed_window_days", "CALLBOARD_MISSED_WINDOW_DAYS", "missed_window_days", _parse_positive),
     ("service_level_seconds", "CALLBOARD_SERVICE_LEVEL_SECONDS", "service_level_seconds", _parse_positive),
+    ("revenue_basis", "CALLBOARD_REVENUE_BASIS", "revenue_basis", _parse_revenue_basis),
     ("smtp_host", "CALLBOARD_SMTP_HOST", "smtp_host", str),
     ("smtp_port", "CALLBOARD_SMTP_PORT", "smtp_port", _parse_port_or_off),
     ("smtp_recipients", "CALLBOARD_SMTP_RECIPIENTS", "smtp_recipients", _parse_recipients),

@@ -455,6 +455,14 @@ def _money_paths(error: dict[str, Any]) -> dict[str, Any]:
             "summary": "Owed, overdue, ageing buckets (not_due, 1_30, 31_60, 61_90, over_90) and expected this month, "
                        "in total, per client and per manager, as of ?as_of=YYYY-MM-DD (default today)",
             "responses": {**ok, "422": error}}},
+        "/api/receivables/reminders": {"post": {
+            "summary": "A payment reminder e-mail to a client {company_id | invoice_ids: [id, …] (of one client), "
+                       "to?, language? (default ru)}: their overdue invoices with amounts and due dates, each "
+                       "invoice's PDF attached, queued to the outbox (a manager: their own clients); each invoice "
+                       "once a day, a repeat answers 409",
+            "requestBody": body,
+            "responses": {"202": {"description": "{mail, invoice_ids}"}, "403": error, "404": error, "409": error,
+                          "422": error}}},
     }
 
 

@@ -34,6 +34,7 @@ from web import (
     pages,
     realtime,
     recordings,
+    reminders,
     reports,
     routing,
     sockets,
@@ -98,6 +99,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     stock.setup(app)  # the warehouse's screens (web/stock.py)
     board.setup(app)  # the deals board, editing, stage rules
     money.setup(app)
+    reminders.setup(app)
     documents.setup(app)
     company.setup(app)
     admin.setup(app)

@@ -32,7 +32,7 @@ from web.auth import CSRF_HEADER, current_user, require_role
 from web.deals import int_field, text_field
 from web.documents import DocumentContext, Line, make_pdf, pdf_response, seller_lines
 from web.errors import path_id
-from web.i18n import request_reader
+from web.i18n import Reader, request_reader
 from web.jobs import periodic_job
 from web.render import render
 
@@ -391,7 +391,7 @@ async def invoice_page(request: web.Request) -> web.Response:
     return render(request, "invoice.html", invoice=invoice, items=items, paid_by=paid_by, today=_today(request))
 
 
-async def invoice_document(request: web.Request, invoice_id: int) -> dict[str, Any]:
+async def invoice_document(request: web.Request, invoice_id: int, reader: Reader | None = None) -> dict[str, Any]:
     """The invoice's document context with the seller's stored requisites; the reader must be allowed
     to see the invoice."""
     settings = request.app[keys.SETTINGS]
@@ -401,16 +401,21 @@ async def invoice_document(request: web.Request, invoice_id: int) -> dict[str, A
         seller = await requisites_db.get_requisites(conn, requisites_db.from_settings(settings))
         document["client"] = await documents_db.get_client(conn, document["invoice"].deal_id)
     document["seller"] = {"name": seller.legal_name or settings.company_name,
-                          "details": "\n".join(seller_lines(seller, request_reader(request))),
+                          "details": "\n".join(seller_lines(seller, reader or request_reader(request))),
                           "requisites": seller}
     return document
 
 
 async def invoice_pdf(request: web.Request) -> web.Response:
     """The invoice as a PDF: the same machinery, requisites and words as the commercial offer."""
-    reader = request_reader(request)
+    pdf, filename = await invoice_pdf_bytes(request, path_id(request, "invoice_id"), request_reader(request))
+    return pdf_response(pdf, filename, download="inline" not in request.query)
+
+
+async def invoice_pdf_bytes(request: web.Request, invoice_id: int, reader: Reader) -> tuple[bytes, str]:
+    """The invoice's PDF in the reader's language and its file name (the download, a reminder's attachment)."""
     settings = request.app[keys.SETTINGS]
-    document = await invoice_document(request, path_id(request, "invoice_id"))
+    document = await invoice_document(request, invoice_id, reader)
     invoice: Invoice = document["invoice"]
     rate = "none" if invoice.vat_percent is None else str(invoice.vat_percent)
     context = DocumentContext(
@@ -422,8 +427,7 @@ async def invoice_pdf(request: web.Request) -> web.Response:
         manager_name=invoice.manager_name or "", manager_extension=None, valid_until=invoice.due_on,
         timezone=settings.timezone, currency=settings.currency)
     pdf = await make_pdf("invoice", context, reader.language)
-    return pdf_response(pdf, f"{reader.gettext('Invoice for payment')} {invoice.number}.pdf",
-                        download="inline" not in request.query)
+    return pdf, f"{reader.gettext('Invoice for payment')} {invoice.number}.pdf"
 
 
 async def invoice_print(request: web.Request) -> web.Response:
@@ -475,7 +479,10 @@ async def receivables_page(request: web.Request) -> web.Response:
     as_of = _as_of(request)
     async with request.app[keys.POOL].acquire() as conn:
         report = await receivables_db.receivables(conn, current_user(request), as_of)
-    return render(request, "receivables.html", report=report, buckets=receivables_db.BUCKETS)
+    reminded = request.query.get("reminded", "")
+    return render(request, "receivables.html", report=report, buckets=receivables_db.BUCKETS,
+                  reminded=int(reminded) if reminded.isdigit() and len(reminded) < 4 else None,
+                  today=_today(request))
 
 
 # ------------------------------------------------------------------ the periodic job

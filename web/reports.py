@@ -59,6 +59,7 @@ class Query:
     threshold: int
     format: str
     params: dict[str, str]  # the query as given (without format), for links that keep the filters
+    revenue_basis: str = "won"  # won / invoices / payments: the setting, or the query's `revenue_basis`
 
 
 def _text_param(request: web.Request, name: str, limit: int = 100) -> str | None:
@@ -100,9 +101,12 @@ def parse_query(request: web.Request, default_format: str) -> Query:
     filters = Filters(_int_param(request, "manager", 1, MAX_ID), _text_param(request, "line"),
                       _text_param(request, "queue"), _text_param(request, "source"))
     threshold = _int_param(request, "sl", 1, 3600) or settings.service_level_seconds
+    basis = request.query.get("revenue_basis") or settings.revenue_basis
+    if basis not in reports_db.REVENUE_BASES:
+        raise errors.ValidationError("revenue_basis", f"one of {', '.join(reports_db.REVENUE_BASES)}")
     params = {k: v for k, v in request.query.items() if k != "format" and v}
     params.update({"from": first.isoformat(), "to": last.isoformat()})
-    return Query(period, reports_db.scoped(current_user(request), filters), threshold, fmt, params)
+    return Query(period, reports_db.scoped(current_user(request), filters), threshold, fmt, params, basis)
 
 
 def _now() -> datetime:
@@ -112,14 +116,14 @@ def _now() -> datetime:
 async def compute(request: web.Request, name: str, query: Query) -> Any:
     async with request.app[keys.POOL].acquire() as conn:
         if name == "managers":
-            return await reports_db.managers_report(conn, query.period, query.filters, _now())
+            return await reports_db.managers_report(conn, query.period, query.filters, _now(), query.revenue_basis)
         if name == "funnel":
-            return await reports_db.funnel_report(conn, query.period, query.filters, _now())
+            return await reports_db.funnel_report(conn, query.period, query.filters, _now(), query.revenue_basis)
         if name == "sources":
-            return await reports_db.sources_report(conn, query.period, query.filters)
+            return await reports_db.sources_report(conn, query.period, query.filters, query.revenue_basis)
         if name == "service":
             return await reports_db.service_report(conn, query.period, query.filters, query.threshold)
-        return await reports_db.segments_report(conn, query.period, query.filters)
+        return await reports_db.segments_report(conn, query.period, query.filters, query.revenue_basis)
 
 
 async def compute_drill(request: web.Request, kind: str, query: Query) -> list[dict]:
@@ -159,6 +163,8 @@ def _envelope(name: str, query: Query, data: Any) -> dict[str, Any]:
                         "queue": query.filters.queue, "source": query.filters.source}}
     if name == "service":
         body["threshold_seconds"] = query.threshold
+    else:
+        body["revenue_basis"] = query.revenue_basis
     return body | {"data": jsonable(data)}
 
 
@@ -591,8 +597,12 @@ def openapi_paths(error: dict[str, Any]) -> dict[str, Any]:
     ok = {"200": {"description": "the report: {report, from, to, timezone, filters, data}"}, "403": error,
           "422": error}
     paths: dict[str, Any] = {f"/api/reports/{name}": {"get": {
-        "summary": summary, "parameters": common + ([param("sl", "integer", "service level threshold, seconds")]
-                                                    if name == "service" else []), "responses": ok}}
+        "summary": summary,
+        "parameters": common + ([param("sl", "integer", "service level threshold, seconds")] if name == "service"
+                                else [param("revenue_basis", "string", "revenue counted by deals won, invoices "
+                                            "issued or payments received (default: the setting "
+                                            "CALLBOARD_REVENUE_BASIS)", enum=list(reports_db.REVENUE_BASES))]),
+        "responses": ok}}
         for name, summary in summaries.items()}
     for kind, metrics in (("calls", reports_db.CALL_METRICS), ("deals", reports_db.DEAL_METRICS),
                           ("leads", reports_db.LEAD_METRICS)):

@@ -5,9 +5,10 @@ leads, 20,000 deals and open tasks with COPY (CSV generated here, streamed), in 
 then requests every page and list `--requests` times per role, each beside a /healthz request, and prints
 the p50 and p99 of each with its ratio to /healthz.
 
-    python bench/scale.py [--scale 1.0] [--requests 5] [--data-dir /tmp/callboard-scale]
+    python bench/scale.py [--scale 1.0] [--requests 5] [--data-dir /tmp/callboard-scale] [--only /missed /calls]
 
---scale multiplies every volume (0.05 for a quick look); --data-dir keeps the seeded database for a rerun.
+--scale multiplies every volume (0.05 for a quick look); --data-dir keeps the seeded database for a rerun;
+--explain prints the plans of the hot queries (docs/PERFORMANCE.md) instead of timing the pages.
 """
 
 from __future__ import annotations
@@ -111,8 +112,43 @@ async def seed(conn, volume: dict[str, int], now: datetime) -> float:
     return time.perf_counter() - started
 
 
-def pages(contacts: int, companies: int) -> list[str]:
-    contact, company = max(1, contacts // 2), max(1, companies // 2)
+async def own_ids(conn, user_id: int | None, contacts: int, companies: int) -> tuple[int, int]:
+    """A contact and a company from the middle of the tables that this user sees (a manager: his own; timing
+    someone else's card would time the 404 page)."""
+    pick = "SELECT min(id) FROM {} WHERE id >= $1 AND ($2::bigint IS NULL OR manager_id = $2)"
+    return (await conn.fetchval(pick.format("contacts"), max(1, contacts // 2), user_id),
+            await conn.fetchval(pick.format("companies"), max(1, companies // 2), user_id))
+
+
+async def explain(conn, now: datetime) -> None:
+    """The plans of the hot list queries (docs/PERFORMANCE.md), with the parameters the pages use."""
+    from datetime import timedelta
+
+    from crm import contacts, deals, leads, missed
+
+    end, start, week = datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC), now - timedelta(days=7)
+    hot = {
+        "missed board, first page (head)": (missed.LIST_ROWS, (None, None, None, None, False, week, 0, True, end, 0,
+                                                               51)),
+        "missed board, first page (manager)": (missed.LIST_ROWS, (3, None, None, None, False, week, 0, True, end, 0,
+                                                                  51)),
+        "missed board, resolved only (head)": (missed.LIST_ROWS, (None, None, None, "resolved", False, week, 0,
+                                                                  False, end, 0, 51)),
+        "missed board, calls per day (head)": (missed.MISSED_CALLS_PER_DAY, (week, None, "Europe/Moscow")),
+        "deals in progress (head)": (deals.LIST_DEALS, (None, "in_progress", None, None, -(2 ** 31), start, 0,
+                                                        501)),
+        "deals in progress (manager)": (deals.LIST_DEALS, (3, "in_progress", None, None, -(2 ** 31), start, 0,
+                                                           501)),
+        "leads inbox (manager)": (leads.LIST_LEADS, (3, None, None, 51, 0, True, end, 0)),
+        "contacts, a common surname (head)": (contacts.SEARCH_CONTACTS, ("Петров", None, None, None, 51, 0, "", 0)),
+    }
+    for name, (sql, params) in hot.items():
+        await conn.fetch(sql, *params)  # a running server's cache, not a cold start's
+        plan = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + sql, *params)
+        print(f"\n### {name}\n```\n" + "\n".join(r[0] for r in plan) + "\n```")
+
+
+def pages(contact: int, company: int) -> list[str]:
     return ["/home", "/contacts", "/contacts?q=Петров", "/contacts?q=%2B7%20916%20" + f"{contact:07d}"[:3],
             f"/contacts?q=8%20(916)%20{contact:07d}", f"/contacts?q={contact % 10000:04d}",
             f"/companies/{company}", f"/contacts/{contact}", "/companies", "/missed", "/leads", "/deals", "/calls",
@@ -147,10 +183,15 @@ async def main(args: argparse.Namespace) -> None:
             if await conn.fetchval("SELECT count(*) FROM calls") != volume["calls"]:
                 took = await seed(conn, volume, now)
                 print(f"seeded {', '.join(f'{v:,} {k}' for k, v in volume.items())} in {took:.0f} s", flush=True)
+            if args.explain:
+                await explain(conn, now)
+                return
             sessions = {}
             for login in ("head", "manager3"):
                 user = await users.get_user_by_login(conn, login)
-                sessions[login] = (await users.create_session(conn, user, "bench-secret", now))[0]
+                ids = await own_ids(conn, None if user.sees_everything else user.id, volume["contacts"],
+                                    volume["companies"])
+                sessions[login] = ((await users.create_session(conn, user, "bench-secret", now))[0], pages(*ids))
         settings = Settings(session_secret="bench-secret", data_dir=data_dir, agi_port=0, smtp_port=0,
                             routing_cache=False)
         runner = web.AppRunner(create_app(settings, pool), access_log=None)
@@ -160,9 +201,9 @@ async def main(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         results = []
         async with aiohttp.ClientSession() as http:
-            for role, token in sessions.items():
+            for role, (token, paths) in sessions.items():
                 cookie = {"callboard_session": token}
-                for path in pages(volume["contacts"], volume["companies"]):
+                for path in [p for p in paths if not args.only or any(part in p for part in args.only)]:
                     await timed(http, base + path, cookie)  # warm: plans cached, pages in memory
                     samples, health = [], []
                     for _ in range(args.requests):
@@ -190,4 +231,6 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--data-dir")
+    parser.add_argument("--explain", action="store_true", help="print the hot queries' plans instead of timing")
+    parser.add_argument("--only", nargs="*", help="time only the pages whose address contains one of these")
     asyncio.run(main(parser.parse_args()))

@@ -130,9 +130,20 @@ USER_EXISTS = "SELECT 1 FROM users WHERE id = $1"
 # One search box: name, e-mail or phone in any format. $1 the text, $3 an E.164 guess (or NULL), $4 the
 # reversed last digits typed (or NULL). Each branch is one index: trigram GIN for the name and e-mail
 # fragments, phones_e164_idx and the reverse(e164) index for numbers; the union picks the page's rows.
+# A fragment found in many names (a common surname) or e-mails (a domain) would make these branches every
+# match: each keeps only the first page's worth in list order (a top-N sort, not a sort of every match).
+# The name branch sorts on `lower(name) || ''` so that the planner never walks the name-order index
+# instead, hoping for early matches: a surname's matches sort together, possibly late (that walk read half
+# the table). The e-mail branch may walk it: a domain's matches are spread over the names.
 _SEARCH = """
-  AND p.id IN (SELECT id FROM {table} WHERE lower(name) LIKE '%' || lower($1) || '%'
-               UNION SELECT {owner} FROM emails WHERE {owner} IS NOT NULL AND email LIKE '%' || lower($1) || '%'
+  AND p.id IN ((SELECT n.id FROM {table} n
+                WHERE lower(n.name) LIKE '%' || lower($1) || '%' AND {visible_n}
+                  AND (lower(n.name), n.id) > ($7::text, $8::bigint)
+                ORDER BY lower(n.name) || '', n.id LIMIT $5::int + $6::int)
+               UNION (SELECT n.id FROM {table} n
+                      WHERE n.id IN (SELECT {owner} FROM emails WHERE email LIKE '%' || lower($1) || '%')
+                        AND {visible_n} AND (lower(n.name), n.id) > ($7::text, $8::bigint)
+                      ORDER BY lower(n.name), n.id LIMIT $5::int + $6::int)
                UNION SELECT {owner} FROM phones WHERE {owner} IS NOT NULL
                                                   AND (e164 = $3 OR reverse(e164) LIKE $4 || '%'))
 """
@@ -154,11 +165,12 @@ ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
 # Without a search the text parameters are unused; they stay typed so both variants take the same arguments.
 _UNUSED = "AND ($1::text, $3::text, $4::text) IS NOT DISTINCT FROM ($1, $3, $4)"
 LIST_CONTACTS = _CONTACT_LIST.format(visible=_VISIBLE, search=_UNUSED)
-SEARCH_CONTACTS = _CONTACT_LIST.format(visible=_VISIBLE,
-                                       search=_SEARCH.format(table="contacts", owner="contact_id"))
+_VISIBLE_N = _VISIBLE.replace("p.", "n.")
+SEARCH_CONTACTS = _CONTACT_LIST.format(visible=_VISIBLE, search=_SEARCH.format(table="contacts", owner="contact_id",
+                                                                               visible_n=_VISIBLE_N))
 LIST_COMPANIES = _COMPANY_LIST.format(visible=_VISIBLE, search=_UNUSED)
-SEARCH_COMPANIES = _COMPANY_LIST.format(visible=_VISIBLE,
-                                        search=_SEARCH.format(table="companies", owner="company_id"))
+SEARCH_COMPANIES = _COMPANY_LIST.format(visible=_VISIBLE, search=_SEARCH.format(table="companies", owner="company_id",
+                                                                                 visible_n=_VISIBLE_N))
 LIST_COMPANY_CONTACTS = f"""
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
        NULL::text AS company_name, NULL::text AS tax_id, p.version

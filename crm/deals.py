@@ -110,9 +110,36 @@ LEFT JOIN users u ON u.id = d.manager_id
 """
 # A manager sees their own deals; head and admin see all.
 GET_DEAL = _DEAL_SELECT + "WHERE d.id = $1 AND ($2::bigint IS NULL OR d.manager_id = $2)"
-LIST_DEALS = _DEAL_SELECT + """
+# Stage by stage from the cursor's stage on, each one range of deals_stage_order_idx (a manager's:
+# deals_manager_stage_order_idx, migration 0028): the stage's position lives in deal_stages, so one index
+# over deals cannot give the whole order. The page's ids first, then only those deals are read and joined.
+_DEAL_PAGE = """
+WITH page AS (
+    SELECT d.id FROM deal_stages s
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.stage_changed_at FROM deals d
+        WHERE d.stage = s.code AND ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
+          AND $3::bigint IS NULL AND $4::bigint IS NULL
+          AND (d.stage_changed_at, d.id) > (CASE WHEN s.position = $5 THEN $6::timestamptz ELSE '-infinity' END,
+                                            CASE WHEN s.position = $5 THEN $7::bigint ELSE 0 END)
+        ORDER BY d.stage_changed_at, d.id LIMIT $8
+    ) d
+    WHERE s.position >= $5::int
+    ORDER BY s.position, d.stage_changed_at, d.id LIMIT $8
+)"""
+LIST_DEALS = _DEAL_PAGE + _DEAL_SELECT + """JOIN page ON page.id = d.id
+ORDER BY s.position, d.stage_changed_at, d.id
+"""
+# The home page's stuck deals (longer in their stage than its norm), in list order: the longest in each stage
+# come first in its index range, so each stage reads only the deals it returns.
+LIST_STUCK_DEALS = LIST_DEALS.replace("          AND $3::bigint IS NULL AND $4::bigint IS NULL\n", """\
+          AND d.stage_changed_at < $3::timestamptz - make_interval(days => s.normal_days) AND $4::bigint IS NULL
+""")
+COUNT_DEALS = "SELECT count(*) FROM deals WHERE status = $2 AND ($1::bigint IS NULL OR manager_id = $1)"
+# A contact's or a company's few deals: found by deals_contact_all_idx / deals_company_idx (0023), then sorted.
+LIST_PARTY_DEALS = _DEAL_SELECT + """
 WHERE ($1::bigint IS NULL OR d.manager_id = $1) AND ($2::text IS NULL OR d.status = $2)
-  AND (($3::bigint IS NULL AND $4::bigint IS NULL) OR d.contact_id = $3 OR d.company_id = $4)
+  AND (d.contact_id = $3 OR d.company_id = $4)
   AND (s.position, d.stage_changed_at, d.id) > ($5::int, $6::timestamptz, $7::bigint)
 ORDER BY s.position, d.stage_changed_at, d.id LIMIT $8
 """
@@ -213,8 +240,21 @@ async def list_deals(conn: asyncpg.Connection, viewer: User, status: str | None 
     if status is not None and status not in ("in_progress", "won", "lost"):
         raise ValidationError("status", "in_progress, won or lost")
     # A contact's or a company's own deals; neither given: every deal the viewer may see.
-    rows = await conn.fetch(LIST_DEALS, _scope(viewer), status, contact_id, company_id, *key, limit)
+    query = LIST_DEALS if contact_id is None and company_id is None else LIST_PARTY_DEALS
+    rows = await conn.fetch(query, _scope(viewer), status, contact_id, company_id, *key, limit)
     return [_deal(r) for r in rows]
+
+
+async def list_stuck_deals(conn: asyncpg.Connection, viewer: User, now: datetime, limit: int = 10) -> list[Deal]:
+    """The deals in progress longer in their stage than its norm (Deal.is_stuck), in list order."""
+    start = (-(2 ** 31), datetime.min.replace(tzinfo=UTC), 0)
+    return [_deal(r) for r in await conn.fetch(LIST_STUCK_DEALS, _scope(viewer), "in_progress", now, None, *start,
+                                               limit)]
+
+
+async def count_deals(conn: asyncpg.Connection, viewer: User, status: str = "in_progress") -> int:
+    """Cheap at 20,000 deals: one range of an index (migration 0028)."""
+    return await conn.fetchval(COUNT_DEALS, _scope(viewer), status)
 
 
 async def list_deals_page(conn: asyncpg.Connection, viewer: User, status: str | None = None, limit: int = 500,

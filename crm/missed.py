@@ -143,16 +143,18 @@ LEFT JOIN leads l ON l.id = m.lead_id
 LEFT JOIN users u ON u.id = m.manager_id
 LEFT JOIN users rb ON rb.id = m.resolved_by
 """
-# Open rows never expire from the board; resolved ones stay for the window.
+# Open rows never expire from the board; resolved ones stay for the window. The page is one range of
+# missed_board_key_idx (0028) read backwards, between two keys (list_rows): the lower one (false, since, 0)
+# is "open, or resolved within the window", so years of resolved rows are never walked.
 LIST_ROWS = _ROW_SELECT + """
 WHERE ($1::bigint IS NULL OR m.manager_id = $1 OR m.manager_id IS NULL)
   AND ($2::bigint IS NULL OR m.manager_id = $2)
   AND ($3::text IS NULL OR m.line = $3)
   AND ($4::text IS NULL OR m.state = $4)
-  AND (m.state <> 'resolved' OR m.last_missed_at >= $5)
-  AND ((m.state <> 'resolved'), m.last_missed_at, m.id) < ($6::boolean, $7::timestamptz, $8::bigint)
+  AND ((m.state <> 'resolved'), m.last_missed_at, m.id) >= ($5::boolean, $6::timestamptz, $7::bigint)
+  AND ((m.state <> 'resolved'), m.last_missed_at, m.id) < ($8::boolean, $9::timestamptz, $10::bigint)
 ORDER BY (m.state <> 'resolved') DESC, m.last_missed_at DESC, m.id DESC
-LIMIT $9
+LIMIT $11
 """
 GET_ROW = _ROW_SELECT + "WHERE m.id = $1 AND ($2::bigint IS NULL OR m.manager_id = $2 OR m.manager_id IS NULL)"
 FIGURES = """
@@ -234,7 +236,13 @@ async def list_rows(conn: asyncpg.Connection, viewer: User, now: datetime, windo
     key = paging.decode(after, (bool, datetime, int)) or (True, datetime.max.replace(tzinfo=UTC), 0)
     if state is not None and state not in STATES:
         raise ValidationError("state", f"one of {', '.join(STATES)}")
-    rows = await conn.fetch(LIST_ROWS, _scope(viewer), manager_id, line or None, state, now - window, *key, limit)
+    # The range of the index the rows can be in: a state filter narrows it to the open or the resolved part.
+    lowest: tuple[bool, datetime, int] = (False, now - window, 0)
+    if state == "resolved":
+        key = min(key, (False, datetime.max.replace(tzinfo=UTC), 0))
+    elif state is not None:
+        lowest = (True, datetime.min.replace(tzinfo=UTC), 0)
+    rows = await conn.fetch(LIST_ROWS, _scope(viewer), manager_id, line or None, state, *lowest, *key, limit)
     return [_row(r) for r in rows]
 
 

@@ -93,12 +93,18 @@ def normalise_caller(text: str | None, region: str) -> str | None:
 
 def format_phone(e164: str, extension: str | None = None) -> str:
     """+74951234567 → '+7 495 123-45-67' (the way people read it)."""
+    text = _international(e164)
+    return f"{text} ext. {extension}" if extension else text
+
+
+@lru_cache(maxsize=65536)
+def _international(e164: str) -> str:
+    """Cached: a parse and format costs ~150 µs, and a page of 50 calls or missed callers shows up to 100."""
     try:
         number = phonenumbers.parse(e164, None)
-        text = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
     except phonenumbers.NumberParseException:
-        text = e164
-    return f"{text} ext. {extension}" if extension else text
+        return e164
 
 
 def search_digits(query: str, region: str) -> str | None:

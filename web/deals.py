@@ -156,7 +156,7 @@ async def _act(request: web.Request, action: str, data: dict[str, Any]) -> Deal:
 # ------------------------------------------------------------------ API
 
 async def list_api(request: web.Request) -> web.Response:
-    limit, after = page_args(request, 500)
+    limit, after = page_args(request, 100)  # like the other list APIs; 500 deals were 344 KB (issue 18)
     async with request.app[keys.POOL].acquire() as conn:
         page = await deals_db.list_deals_page(conn, current_user(request), request.query.get("status") or None,
                                               limit, after)
@@ -325,14 +325,17 @@ async def home_page(request: web.Request) -> web.Response:
     now = _now()
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     async with request.app[keys.POOL].acquire() as conn:
-        open_deals = await deals_db.list_deals(conn, user, "in_progress")
-        callbacks = [r for r in await missed_db.list_rows(conn, user, now, timedelta(days=7))
-                     if r.state != "resolved" and (r.manager_id == user.id or user.sees_everything)]
+        stuck = await deals_db.list_stuck_deals(conn, user, now)
+        open_deals = await deals_db.count_deals(conn, user)
+        # The first 8 waiting (open rows come first on the board): a manager's own, the head's all.
+        callbacks = [r for r in await missed_db.list_rows(conn, user, now, timedelta(days=7),
+                                                          None if user.sees_everything else user.id, limit=8)
+                     if r.state != "resolved"]
         sales = await deals_db.illiquid_sales(conn, user, month_start, ILLIQUID_DAYS)
         my_tasks = [t for t in await tasks_db.list_open_tasks(conn, user) if t.kind != "callback"]
         slow = (await stock.illiquid(conn, now, ILLIQUID_DAYS))[:5]
         waiting = await leadrules_db.list_waiting_leads(conn, now) if user.sees_everything else []
-    return render(request, "home.html", now=now, stuck=[d for d in open_deals if d.is_stuck(now)], tasks=my_tasks,
+    return render(request, "home.html", now=now, stuck=stuck, tasks=my_tasks,
                   open_deals=open_deals, callbacks=callbacks, illiquid_sales=sales, illiquid_items=slow,
                   leads_waiting=waiting)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -14,7 +15,7 @@ import jinja2
 from aiohttp import web
 from babel import Locale
 from babel.dates import format_date, format_time
-from babel.numbers import format_currency, format_decimal, format_percent
+from babel.numbers import NumberPattern, format_currency, format_decimal, format_percent, get_currency_symbol
 from babel.support import NullTranslations, Translations
 from babel.units import format_unit
 
@@ -195,10 +196,28 @@ class Reader:
     locale: Locale = field(init=False)
 
     catalog: dict[str, Any] = field(init=False)
+    # babel's format_unit costs ~100 µs and a list page asks for the same few values (0–59 minutes or
+    # seconds, a few hours) hundreds of times: each (value, unit) is formatted once.
+    unit_texts: dict[tuple[int | str, str], str] = field(init=False, default_factory=dict, repr=False)
+    money_pattern: NumberPattern | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "locale", Locale.parse(self.language))
         object.__setattr__(self, "catalog", self._js_catalog())
+        object.__setattr__(self, "money_pattern", self._money_pattern())
+
+    def _money_pattern(self) -> NumberPattern | None:
+        """The locale's currency pattern with the symbol written in: babel's format_currency looks up the
+        currency's plural name for every amount even when the pattern only shows the symbol (~60 % of its
+        ~300 µs; a deals board shows 350 amounts). None for a pattern that shows the code or the name."""
+        pattern = self.locale.currency_formats["standard"]
+        if any("¤¤" in part for part in (*pattern.prefix, *pattern.suffix)):
+            return None
+        symbol = get_currency_symbol(self.currency, self.locale)
+        fast = copy.copy(pattern)
+        fast.prefix = tuple(part.replace("¤", symbol) for part in pattern.prefix)
+        fast.suffix = tuple(part.replace("¤", symbol) for part in pattern.suffix)
+        return fast
 
     def gettext(self, message: str) -> str:
         return self.translations.ugettext(message)
@@ -232,7 +251,11 @@ class Reader:
     def money(self, value: Decimal | float | int | None) -> str:
         if value is None:
             return ""
-        return format_currency(value, self.currency, locale=self.locale)
+        if self.money_pattern is None:
+            return format_currency(value, self.currency, locale=self.locale)
+        # What format_currency does with its defaults, the symbol already in the pattern.
+        return self.money_pattern.apply(value, self.locale, currency=self.currency, currency_digits=True,
+                                        decimal_quantization=True, group_separator=True, numbering_system="latn")
 
     def number(self, value: Decimal | float | int | None) -> str:
         """Up to three decimals, none when whole: 2 → '2', 2.5 → '2,5', 1250 → '1 250'."""
@@ -264,13 +287,19 @@ class Reader:
         minutes, secs = divmod(rest, 60)
         parts = []
         if hours:
-            parts.append(format_unit(hours, "duration-hour", length="short", locale=self.locale))
+            parts.append(self._unit(hours, "hour"))
         if hours or minutes:
-            shown = f"{minutes:02d}" if hours else minutes
-            parts.append(format_unit(shown, "duration-minute", length="short", locale=self.locale))
-        shown = f"{secs:02d}" if hours or minutes else secs
-        parts.append(format_unit(shown, "duration-second", length="short", locale=self.locale))
+            parts.append(self._unit(f"{minutes:02d}" if hours else minutes, "minute"))
+        parts.append(self._unit(f"{secs:02d}" if hours or minutes else secs, "second"))
         return " ".join(parts)
+
+    def _unit(self, value: int | str, unit: str) -> str:
+        text = self.unit_texts.get((value, unit))
+        if text is None:
+            text = format_unit(value, f"duration-{unit}", length="short", locale=self.locale)
+            if len(self.unit_texts) < 4096:  # hours are unbounded in theory
+                self.unit_texts[(value, unit)] = text
+        return text
 
     def _js_catalog(self) -> dict[str, Any]:
         """What the pages' JavaScript needs to speak: its messages, the labels, the server texts and the formats."""

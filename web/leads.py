@@ -40,7 +40,7 @@ def _lead_id(request: web.Request) -> int:
 
 async def list_api(request: web.Request) -> web.Response:
     user = current_user(request)
-    limit, after = page_args(request, 200)
+    limit, after = page_args(request, 100)
     async with request.app[keys.POOL].acquire() as conn:
         page = paging.page(await leads_db.list_leads(conn, user, request.query.get("status") or None,
                                                      request.query.get("source") or None, limit=limit + 1,
@@ -197,7 +197,7 @@ async def inbox_page(request: web.Request) -> web.Response:
     user = current_user(request)
     status = request.query.get("status") or None
     source = request.query.get("source") or None
-    limit, after = page_args(request, 100)
+    limit, after = page_args(request, 50)
     async with request.app[keys.POOL].acquire() as conn:
         page = paging.page(await leads_db.list_leads(conn, user, status, source, limit=limit + 1, after=after),
                            limit, leads_db.lead_key)

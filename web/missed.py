@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from markupsafe import Markup
 
 from crm import errors, paging
 from crm import missed as missed_db
@@ -17,6 +19,16 @@ from web.api import read_json
 from web.auth import current_user
 from web.pages import render
 from web.paging import next_url, page_args, page_json
+from web.render import select_options
+
+# Rows on one page of the board: each carries its forms (assign, resolve), so a page is kept short; the
+# figures above it count every row (crm.missed.figures).
+BOARD_ROWS = 50
+
+
+def _assign_options(managers: list[users_db.User]) -> Callable[[Any], Markup]:
+    """Each row's assign <select> options, built once per page (web.render.select_options)."""
+    return select_options([m.id for m in managers], [m.display_name for m in managers])
 
 
 def _window(request: web.Request) -> timedelta:
@@ -50,7 +62,7 @@ async def list_api(request: web.Request) -> web.Response:
     user = current_user(request)
     manager, line, state = _filters(request)
     now = datetime.now(UTC)
-    limit, after = page_args(request, 500)
+    limit, after = page_args(request, 100)
     async with request.app[keys.POOL].acquire() as conn:
         page = paging.page(await missed_db.list_rows(conn, user, now, _window(request), manager, line, state,
                                                      limit + 1, after), limit, missed_db.row_key)
@@ -88,7 +100,7 @@ async def board_page(request: web.Request) -> web.Response:
     manager, line, state = _filters(request)
     settings = request.app[keys.SETTINGS]
     now = datetime.now(UTC)
-    limit, after = page_args(request, 100)
+    limit, after = page_args(request, BOARD_ROWS)
     async with request.app[keys.POOL].acquire() as conn:
         page = paging.page(await missed_db.list_rows(conn, user, now, _window(request), manager, line, state,
                                                      limit + 1, after), limit, missed_db.row_key)
@@ -96,9 +108,9 @@ async def board_page(request: web.Request) -> web.Response:
         figures = await missed_db.figures(conn, user, now, _window(request), settings.timezone)
         managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
     return render(request, "missed.html", rows=rows, figures=figures, now=now, managers=managers,
-                  manager=manager, line=line or "", state=state or "", states=missed_db.STATES,
-                  resolutions=missed_db.MANUAL_RESOLUTIONS, window_days=settings.missed_window_days,
-                  next_url=next_url(request, page))
+                  assign_options=_assign_options(managers), manager=manager, line=line or "", state=state or "",
+                  states=missed_db.STATES, resolutions=missed_db.MANUAL_RESOLUTIONS,
+                  window_days=settings.missed_window_days, next_url=next_url(request, page))
 
 
 LIVE_ROWS_MAX = 200  # ids in one live request: the client coalesces, a burst never asks for more
@@ -134,6 +146,7 @@ async def live_rows(request: web.Request) -> web.Response:
                     if user.sees_everything else [])
     rows = [r for r in rows if _shown(r, manager, line, state, now - _window(request))]
     return render(request, "_missed_live.html", rows=rows, figures=figures, now=now, managers=managers,
+                  assign_options=_assign_options(managers),
                   resolutions=missed_db.MANUAL_RESOLUTIONS, window_days=settings.missed_window_days)
 
 

@@ -145,3 +145,63 @@ async def test_board_forms_assign_and_resolve(client, conn, factory):
     board = await (await client.get("/missed")).text()
     assert "wrong number" in board
 
+
+
+async def test_the_board_is_paged_and_its_figures_count_every_row(client, conn, factory):
+    """50 rows a page with a Next link (issue 18/19); the figures above count the whole board on every page;
+    resolved rows older than the window are on no page."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import login
+
+    await factory.user("head", role="head")
+    manager = await factory.user("manager1", extension="101")
+    other = await factory.user("manager2", extension="102")
+    now = datetime.now(UTC)
+    # 56 open rows (a minute apart, every 4th the manager's, every 4th another manager's, the rest unassigned),
+    # 3 resolved within the window, 2 resolved long ago.
+    rows = [(f"+7916000{n:04d}", "open", now - timedelta(minutes=n), (manager.id, other.id, None, None)[n % 4])
+            for n in range(56)]
+    rows += [(f"+7926000{n:04d}", "resolved", now - timedelta(hours=2, minutes=n), None) for n in range(3)]
+    rows += [(f"+7936000{n:04d}", "resolved", now - timedelta(days=30 + n), None) for n in range(2)]
+    await conn.executemany(
+        """INSERT INTO missed_callers (caller_e164, line, state, tries, first_missed_at, last_missed_at, due_at,
+                                       manager_id, resolution)
+           VALUES ($1, '+74951234567', $2, 1, $3, $3, $3, $4, CASE WHEN $2 = 'resolved' THEN 'not_needed' END)""",
+        rows)
+    ids = {caller: row_id for caller, row_id in await conn.fetch("SELECT caller_e164, id FROM missed_callers")}
+    board_order = [ids[caller] for caller, *_ in rows[:59]]  # open newest first, then resolved newest first
+
+    def shown(html: str) -> list[int]:
+        return [int(i) for i in re.findall(r'data-row="(\d+)"', html)]
+
+    def next_link(html: str) -> str | None:
+        found = re.search(r'<a rel="next" href="([^"]+)"', html)
+        return found.group(1).replace("&amp;", "&") if found else None
+
+    await login(client, "head")
+    first = await (await client.get("/missed")).text()
+    assert shown(first) == board_order[:50]
+    assert "59 callers" in first  # the figures: every row of the window, not the 50 shown
+    second = await (await client.get(next_link(first))).text()
+    assert shown(second) == board_order[50:]
+    assert next_link(second) is None and "59 callers" in second
+    # A state filter pages within its part of the board.
+    open_page = await (await client.get("/missed?state=open")).text()
+    assert shown(open_page) == board_order[:50]
+    assert shown(await (await client.get(next_link(open_page))).text()) == board_order[50:56]
+    assert shown(await (await client.get("/missed?state=resolved")).text()) == board_order[56:]
+    api = await (await client.get("/api/missed", params={"limit": "7", "state": "resolved"})).json()
+    assert ([r["id"] for r in api["items"]], api["next"]) == (board_order[56:], None)
+
+    # A manager pages through their own and the unassigned rows only.
+    await login(client, "manager1")
+    visible = [i for i, (_, state, _, owner) in zip(board_order, rows, strict=False)
+               if owner in (manager.id, None)]
+    walked, url = [], "/api/missed?limit=9"
+    while url:
+        body = await (await client.get(url)).json()
+        walked += [r["id"] for r in body["items"]]
+        url = body["next_url"]
+    assert walked == visible

@@ -8,6 +8,12 @@ Both paths get the same bytes in the same 4 KiB chunks (as a socket delivers the
   20 copies in flight at a time. Nothing here is dropped by name: every message is parsed and tracked.
 
     python bench/ami_ingest.py [--calls 3000] [--copies 600] [--repeat 5] [--stream both|realistic|calls]
+
+Instruction counts (repeatable on a busy machine): run one path under callgrind with 1 and with 3 passes,
+and divide the difference by 2 and by the number of events it prints:
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python bench/ami_ingest.py --stream calls --copies 40 --only ours --passes 1   # then --passes 3
 """
 
 from __future__ import annotations
@@ -181,16 +187,36 @@ def measure(title: str, frames: list[str], calls: int, repeat: int) -> None:
     print(f"  ratio callboard / panoramisk : {ours_best / base_best:.2f}x (median {ours_median / base_median:.2f}x)")
 
 
+def run_only(args: argparse.Namespace) -> None:
+    """One path, untimed, `passes` times over the stream: what callgrind counts beyond start-up."""
+    if args.stream == "both":
+        raise SystemExit("--only needs --stream realistic or --stream calls")
+    frames = list(generate_stream(args.calls, "mix", seed=1, noise_ratio=0.65)) if args.stream == "realistic" \
+        else call_events_stream(args.copies)
+    data = "".join(frames).encode()
+    chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+    path = panoramisk_parse if args.only == "panoramisk" else callboard_ingest
+    for _ in range(args.passes):
+        path(chunks)
+    print(f"{args.only}: {len(frames)} events, {args.passes} passes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=3000, help="calls of the realistic stream")
     parser.add_argument("--copies", type=int, default=600, help="copies of the captures' calls")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--stream", choices=("both", "realistic", "calls"), default="both")
+    parser.add_argument("--only", choices=("panoramisk", "ours"),
+                        help="no timing: run this path --passes times over --stream (for callgrind)")
+    parser.add_argument("--passes", type=int, default=1)
     args = parser.parse_args()
 
     asyncio.set_event_loop(asyncio.new_event_loop())  # panoramisk's protocol expects a loop to exist
     print(f"python {platform.python_version()} on {platform.machine()}")
+    if args.only:
+        run_only(args)
+        return
     if args.stream in ("both", "realistic"):
         frames = list(generate_stream(args.calls, "mix", seed=1, noise_ratio=0.65))
         measure("realistic (simulator, with noise)", frames, args.calls, args.repeat)

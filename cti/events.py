@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
+from operator import itemgetter
 from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
@@ -351,14 +352,30 @@ _CHANNEL_KEYS = {prefix: tuple(prefix + key for key in (
                                        "SecondTransferer", "TransferTarget", "LocalOne", "LocalTwo")}
 
 
+# One C call fetches a whole header group; a group with a header missing (rare) takes the careful path.
+_CHANNEL_GETTERS = {prefix: itemgetter(*keys) for prefix, keys in _CHANNEL_KEYS.items()}
+_new_channel_info = partial(tuple.__new__, ChannelInfo)  # ChannelInfo(...) without its Python-level __new__
+
+
 def _channel(h: dict[str, str], prefix: str = "") -> ChannelInfo | None:
+    try:
+        uniqueid, name, linkedid, state, num, caller_name, connected, context, exten = _CHANNEL_GETTERS[prefix](h)
+    except KeyError:
+        return _channel_carefully(h, prefix)
+    if not uniqueid or not name:
+        return None
+    return _new_channel_info((uniqueid, linkedid or uniqueid, name, int(state) if state.isdecimal() else 0, num,
+                              caller_name, connected, context, exten))
+
+
+def _channel_carefully(h: dict[str, str], prefix: str) -> ChannelInfo | None:
     k_uid, k_chan, k_linked, k_state, k_num, k_name, k_conn, k_ctx, k_exten = _CHANNEL_KEYS[prefix]
     uniqueid = h.get(k_uid)
     name = h.get(k_chan)
     if not uniqueid or not name:
         return None
     state = h.get(k_state, "0")
-    return ChannelInfo(uniqueid, h.get(k_linked) or uniqueid, name, int(state) if state.isdigit() else 0,
+    return ChannelInfo(uniqueid, h.get(k_linked) or uniqueid, name, int(state) if state.isdecimal() else 0,
                        h.get(k_num, ""), h.get(k_name, ""), h.get(k_conn, ""), h.get(k_ctx, ""), h.get(k_exten, ""))
 
 

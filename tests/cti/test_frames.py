@@ -88,3 +88,20 @@ def test_fast_header_parse_agrees_with_the_careful_one(lines):
     careful = ev._parse_headers_carefully(raw)
     fast = ev.parse_headers(raw)
     assert fast == careful
+
+
+_GROUP_KEYS = ("Uniqueid", "Channel", "Linkedid", "ChannelState", "CallerIDNum", "CallerIDName", "ConnectedLineNum",
+               "Context", "Exten")
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from(["", "Dest", "LocalOne"]),
+       values=st.lists(st.one_of(st.none(), st.sampled_from(["", "0", "6", "x", "1795448064.3", "PJSIP/101-0000000f"]),
+                                 st.text(max_size=8), st.just("²")), min_size=9, max_size=9))
+def test_a_channel_group_with_headers_missing_or_empty_reads_as_the_careful_lookup(prefix, values):
+    # The whole group is fetched in one call; a missing header must fall back to the per-key lookup
+    # (Linkedid defaults to Uniqueid, the rest to "", a non-numeric state to 0), never change a value.
+    headers = {prefix + key: value for key, value in zip(_GROUP_KEYS, values, strict=True) if value is not None}
+    assert ev._channel(headers, prefix) == ev._channel_carefully(headers, prefix)
+    if not headers.get(prefix + "Uniqueid") or not headers.get(prefix + "Channel"):
+        assert ev._channel(headers, prefix) is None

@@ -394,7 +394,7 @@ WITH won AS (
       AND r.at < (date_trunc('month', $1::timestamp) + interval '1 month') AT TIME ZONE $2
       AND ($3::bigint IS NULL OR d.manager_id = $3) AND ($4::text IS NULL OR {DEAL_SOURCE} = $4)
 ), per_month AS (
-    SELECT kind, client_id, month, sum(amount) AS amount FROM won GROUP BY 1, 2, 3
+    SELECT kind, client_id, month, coalesce(sum(amount), 0) AS amount FROM won GROUP BY 1, 2, 3
 ), per_client AS (
     SELECT kind, client_id, array_agg(amount) AS amounts FROM per_month GROUP BY 1, 2
 )

@@ -265,24 +265,27 @@ WHERE r.at >= $1 AND r.at < $2 AND {_DEAL_FILTER}
 """, "$5")
 
 # Leads by channel, and the line (DID) phone leads came in on; deals from them and their revenue. The deals are
-# summed per lead first (a hash join on their lead), so each lead is one row and nothing counts DISTINCT.
+# summed per lead first, so each lead is one row and nothing counts DISTINCT (a sort of every lead × deal row by
+# four text keys). A plain join of leads to deals: a prepared statement's generic plan, which cannot know how many
+# leads the period holds, still probes deals by lead rather than re-reading a pre-aggregated set for each lead.
 SOURCES_LEADS = _per_basis("""
+WITH per_lead AS (
+    SELECT l.id, l.source, l.line, l.status, count(d.id) AS deals, count(d.id) FILTER (WHERE d.status = 'won') AS won,
+           sum({deal_revenue}) AS revenue
+    FROM leads l LEFT JOIN deals d ON d.lead_id = l.id
+    WHERE l.created_at >= $1 AND l.created_at < $2 AND ($3::bigint IS NULL OR l.manager_id = $3)
+      AND ($4::text IS NULL OR l.source = $4) AND ($5::text IS NULL OR l.line = $5)
+    GROUP BY l.id
+)
 SELECT l.source, CASE WHEN l.source = 'phone' THEN l.line ELSE '' END AS line,
        coalesce(mm.extracted ->> 'utm_source', '') AS utm_source,
        coalesce(mm.extracted ->> 'utm_campaign', '') AS utm_campaign,
        count(*) AS leads, count(*) FILTER (WHERE l.status = 'converted') AS converted,
-       coalesce(sum(ld.deals), 0)::bigint AS deals, coalesce(sum(ld.won), 0)::bigint AS won,
-       coalesce(sum(ld.revenue), 0) AS revenue
-FROM leads l
-LEFT JOIN (SELECT d.lead_id, count(*) AS deals, count(*) FILTER (WHERE d.status = 'won') AS won,
-                  sum({deal_revenue}) AS revenue
-           FROM deals d JOIN leads l ON l.id = d.lead_id
-           WHERE l.created_at >= $1 AND l.created_at < $2
-           GROUP BY d.lead_id) ld ON ld.lead_id = l.id
+       coalesce(sum(l.deals), 0)::bigint AS deals, coalesce(sum(l.won), 0)::bigint AS won,
+       coalesce(sum(l.revenue), 0) AS revenue
+FROM per_lead l
 LEFT JOIN LATERAL (SELECT m.extracted FROM mail_messages m WHERE m.lead_id = l.id
                    ORDER BY m.received_at LIMIT 1) mm ON true
-WHERE l.created_at >= $1 AND l.created_at < $2 AND ($3::bigint IS NULL OR l.manager_id = $3)
-  AND ($4::text IS NULL OR l.source = $4) AND ($5::text IS NULL OR l.line = $5)
 GROUP BY 1, 2, 3, 4 ORDER BY leads DESC, 1, 2, 3, 4
 """, "")
 # Deals created in the period by source (a deal made without a lead has its own source or 'manual').

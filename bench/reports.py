@@ -1,6 +1,7 @@
 """Reports on years of data: seeds calls, contacts, leads and deals, then times each /api/reports/* for the last
 365 days (p50/p99 over sequential requests) beside a bare aiohttp handler and a plain `SELECT count(*)` over the
-same year of calls, measured in the same run; prints EXPLAIN (ANALYZE) of the main queries with --explain.
+same year of calls (and one over the year's deals), measured in the same run; prints EXPLAIN (ANALYZE) of the main
+queries with --explain.
 
     python bench/reports.py [--calls 1000000] [--deals 20000] [--contacts 100000] [--requests 20] [--writes 2000]
                             [--explain]
@@ -187,7 +188,14 @@ async def explain(conn, first: date, last: date, zone: str) -> None:
         "service without the summary (calls)": (reports.SERVICE_ALL, period.start, period.end, None, None,
                                                        None, 20, zone),
         "funnel: entered": (reports.FUNNEL_ENTERED, period.start, period.end, None, None, datetime.now(UTC)),
+        "funnel: stuck": (reports.FUNNEL_STUCK, datetime.now(UTC), None, None),
+        "sources: leads": (reports.SOURCES_LEADS["won"], period.start, period.end, None, None, None),
+        "sources: deals": (reports.SOURCES_DEALS["won"], period.start, period.end, None, None),
+        "sources: won deals and their calls": (reports.WON_TOUCHES, period.start, period.end, None, None),
         "segments: ABC": (reports.SEGMENTS_ABC["won"], period.start, period.end, None, None, zone),
+        "segments: XYZ": (reports.SEGMENTS_XYZ["won"], datetime.combine(period.last, datetime.min.time()), zone,
+                          None, None),
+        "segments: stopped buying": (reports.SEGMENTS_STOPPED, period.end, None, None),
     }
     for title, (sql, *args) in plans.items():
         rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF) " + sql, *args)
@@ -258,16 +266,24 @@ async def main(args: argparse.Namespace) -> None:
                                                  "started_at < $2", period.start, period.end)
                 samples.append((time.perf_counter() - start) * 1000)
             results["SELECT count(*) of the year's calls"] = percentiles(samples)
+            samples = []
+            for _ in range(args.requests):
+                start = time.perf_counter()
+                await conn.fetchval("SELECT count(*) FROM deals WHERE created_at >= $1 AND created_at < $2",
+                                    period.start, period.end)
+                samples.append((time.perf_counter() - start) * 1000)
+            results["SELECT count(*) of the year's deals"] = percentiles(samples)
             if args.explain:
                 await explain(conn, first, last, zone)
         await bare_runner.cleanup()
         await runner.cleanup()
     print(f"\n{year_calls:,} calls in the year {first} .. {last}; {args.requests} sequential requests each\n")
     count_p50 = results["SELECT count(*) of the year's calls"][0]
-    print(f"| {'what':40} | p50 ms | p99 ms | p50 / count(*) |")
-    print(f"|{'-' * 42}|--------|--------|----------------|")
+    deals_p50 = results["SELECT count(*) of the year's deals"][0]
+    print(f"| {'what':40} | p50 ms | p99 ms | p50 / calls count(*) | p50 / deals count(*) |")
+    print(f"|{'-' * 42}|--------|--------|----------------------|----------------------|")
     for name, (p50, p99) in results.items():
-        print(f"| {name:40} | {p50:6.1f} | {p99:6.1f} | {p50 / count_p50:14.1f} |")
+        print(f"| {name:40} | {p50:6.1f} | {p99:6.1f} | {p50 / count_p50:20.1f} | {p50 / deals_p50:20.1f} |")
 
 
 if __name__ == "__main__":

@@ -224,18 +224,26 @@ GROUP BY t.assignee_id
 
 FUNNEL_STAGES = "SELECT code, name, position, normal_days FROM deal_stages ORDER BY position"
 _DEAL_FILTER = f"($3::bigint IS NULL OR d.manager_id = $3) AND ($4::text IS NULL OR {DEAL_SOURCE} = $4)"
-# Entered a stage in the period; went on: later reached a further stage, or was won from it.
+# Entered a stage in the period; went on: later reached a further stage, or was won from it. "Later" is one
+# window pass over the history from the period's start (the furthest stage entered at or after each entry), not a
+# subquery per entry; rows stay narrow and are grouped by the stage's position so that sorts fit in memory.
 FUNNEL_ENTERED = f"""
-SELECT h.stage, count(DISTINCT h.deal_id) AS entered,
-       count(DISTINCT h.deal_id) FILTER (WHERE d.status = 'won' OR EXISTS (
-           SELECT 1 FROM deal_stage_history h2 JOIN deal_stages s2 ON s2.code = h2.stage
-           WHERE h2.deal_id = h.deal_id AND s2.position > s.position AND h2.entered_at >= h.entered_at)) AS advanced,
-       percentile_cont(0.5) WITHIN GROUP (
-           ORDER BY extract(epoch FROM coalesce(h.left_at, $5) - h.entered_at) / 86400) AS median_days
-FROM deal_stage_history h JOIN deal_stages s ON s.code = h.stage JOIN deals d ON d.id = h.deal_id
-LEFT JOIN leads l ON l.id = d.lead_id
-WHERE h.entered_at >= $1 AND h.entered_at < $2 AND {_DEAL_FILTER}
-GROUP BY h.stage
+WITH h AS (
+    SELECT h.deal_id, s.position, h.entered_at,
+           extract(epoch FROM coalesce(h.left_at, $5) - h.entered_at) / 86400 AS days,
+           max(s.position) OVER (PARTITION BY h.deal_id ORDER BY h.entered_at DESC) > s.position
+             AS went_on
+    FROM deal_stage_history h JOIN deal_stages s ON s.code = h.stage
+    WHERE h.entered_at >= $1
+), per AS (
+    SELECT h.position, count(DISTINCT h.deal_id) AS entered,
+           count(DISTINCT h.deal_id) FILTER (WHERE h.went_on OR d.status = 'won') AS advanced,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY h.days) AS median_days
+    FROM h JOIN deals d ON d.id = h.deal_id LEFT JOIN leads l ON l.id = d.lead_id
+    WHERE h.entered_at < $2 AND {_DEAL_FILTER}
+    GROUP BY h.position
+)
+SELECT s.code AS stage, per.entered, per.advanced, per.median_days FROM per JOIN deal_stages s USING (position)
 """
 # Stuck now (whatever the period): in progress and longer at its stage than the stage's normal days.
 FUNNEL_STUCK = f"""
@@ -256,20 +264,28 @@ LEFT JOIN leads l ON l.id = d.lead_id
 WHERE r.at >= $1 AND r.at < $2 AND {_DEAL_FILTER}
 """, "$5")
 
-# Leads by channel, and the line (DID) phone leads came in on; deals from them and their revenue.
+# Leads by channel, and the line (DID) phone leads came in on; deals from them and their revenue. The deals are
+# summed per lead first, so each lead is one row and nothing counts DISTINCT (a sort of every lead × deal row by
+# four text keys). A plain join of leads to deals: a prepared statement's generic plan, which cannot know how many
+# leads the period holds, still probes deals by lead rather than re-reading a pre-aggregated set for each lead.
 SOURCES_LEADS = _per_basis("""
+WITH per_lead AS (
+    SELECT l.id, l.source, l.line, l.status, count(d.id) AS deals, count(d.id) FILTER (WHERE d.status = 'won') AS won,
+           sum({deal_revenue}) AS revenue
+    FROM leads l LEFT JOIN deals d ON d.lead_id = l.id
+    WHERE l.created_at >= $1 AND l.created_at < $2 AND ($3::bigint IS NULL OR l.manager_id = $3)
+      AND ($4::text IS NULL OR l.source = $4) AND ($5::text IS NULL OR l.line = $5)
+    GROUP BY l.id
+)
 SELECT l.source, CASE WHEN l.source = 'phone' THEN l.line ELSE '' END AS line,
        coalesce(mm.extracted ->> 'utm_source', '') AS utm_source,
        coalesce(mm.extracted ->> 'utm_campaign', '') AS utm_campaign,
-       count(DISTINCT l.id) AS leads, count(DISTINCT l.id) FILTER (WHERE l.status = 'converted') AS converted,
-       count(DISTINCT d.id) AS deals, count(DISTINCT d.id) FILTER (WHERE d.status = 'won') AS won,
-       coalesce(sum({deal_revenue}), 0) AS revenue
-FROM leads l
-LEFT JOIN deals d ON d.lead_id = l.id
+       count(*) AS leads, count(*) FILTER (WHERE l.status = 'converted') AS converted,
+       coalesce(sum(l.deals), 0)::bigint AS deals, coalesce(sum(l.won), 0)::bigint AS won,
+       coalesce(sum(l.revenue), 0) AS revenue
+FROM per_lead l
 LEFT JOIN LATERAL (SELECT m.extracted FROM mail_messages m WHERE m.lead_id = l.id
                    ORDER BY m.received_at LIMIT 1) mm ON true
-WHERE l.created_at >= $1 AND l.created_at < $2 AND ($3::bigint IS NULL OR l.manager_id = $3)
-  AND ($4::text IS NULL OR l.source = $4) AND ($5::text IS NULL OR l.line = $5)
 GROUP BY 1, 2, 3, 4 ORDER BY leads DESC, 1, 2, 3, 4
 """, "")
 # Deals created in the period by source (a deal made without a lead has its own source or 'manual').
@@ -280,18 +296,22 @@ SELECT {DEAL_SOURCE} AS source, count(*) AS deals, count(*) FILTER (WHERE d.stat
 WHERE d.created_at >= $1 AND d.created_at < $2 AND {_DEAL_FILTER}
 GROUP BY 1 ORDER BY revenue DESC, deals DESC, 1
 """, "")
-# Calls → deals: each deal won in the period with the calls and e-mails of its client before the win.
+# Calls → deals: each deal won in the period with the calls and e-mails of its client before the win. The 200
+# deals are picked first; only theirs are counted (not those of every deal won in the period).
 WON_TOUCHES = f"""
-SELECT d.id, d.title, {AMOUNT} AS amount, d.closed_at, {DEAL_SOURCE} AS source, u.display_name AS manager,
+SELECT d.id, d.title, d.amount, d.closed_at, d.source, d.manager,
        (SELECT count(*) FROM calls c WHERE c.started_at <= d.closed_at AND (c.deal_id = d.id
             OR (d.contact_id IS NOT NULL AND c.contact_id = d.contact_id AND c.started_at >= d.created_at)
             OR (d.lead_id IS NOT NULL AND c.lead_id = d.lead_id))) AS calls,
        (SELECT count(*) FROM mail_messages m WHERE m.received_at <= d.closed_at AND (m.deal_id = d.id
             OR (d.contact_id IS NOT NULL AND m.contact_id = d.contact_id AND m.received_at >= d.created_at)
             OR (d.lead_id IS NOT NULL AND m.lead_id = d.lead_id))) AS emails
-{_DEALS_FROM} LEFT JOIN users u ON u.id = d.manager_id
-WHERE d.status = 'won' AND d.closed_at >= $1 AND d.closed_at < $2 AND {_DEAL_FILTER}
-ORDER BY amount DESC, d.id LIMIT 200
+FROM (SELECT d.id, d.title, {AMOUNT} AS amount, d.closed_at, {DEAL_SOURCE} AS source, u.display_name AS manager,
+             d.created_at, d.contact_id, d.lead_id
+      {_DEALS_FROM} LEFT JOIN users u ON u.id = d.manager_id
+      WHERE d.status = 'won' AND d.closed_at >= $1 AND d.closed_at < $2 AND {_DEAL_FILTER}
+      ORDER BY amount DESC, d.id LIMIT 200) d
+ORDER BY d.amount DESC, d.id
 """
 
 # Inbound calls of the period (by their start, in the company's zone: a call over midnight is its first day's).
@@ -365,28 +385,26 @@ SELECT kind, client_id, revenue, deals, CASE WHEN total > 0 THEN revenue / total
 FROM ranked ORDER BY revenue DESC, kind, client_id
 """, "$5")
 # XYZ: month-to-month variation of each client's purchases over the 12 months up to the period's end (months
-# without a purchase count as zero): X at most 10 %, Y at most 25 %, Z above.
+# without a purchase count as zero): X at most 10 %, Y at most 25 %, Z above. Summed per client and month first,
+# then each client's few months padded with zeros to twelve: no client × month grid joined back to the purchases.
+XYZ_MONTHS = 12
 SEGMENTS_XYZ = _per_basis(f"""
-WITH months AS (
-    SELECT generate_series(date_trunc('month', $1::timestamp) - interval '11 months',
-                           date_trunc('month', $1::timestamp), interval '1 month') AS month
-), won AS (
+WITH won AS (
     SELECT {_CLIENT}, date_trunc('month', r.at AT TIME ZONE $2) AS month, r.amount
     FROM ({{revenue}}) r JOIN deals d ON d.id = r.deal_id LEFT JOIN leads l ON l.id = d.lead_id
     WHERE coalesce(d.company_id, d.contact_id) IS NOT NULL
-      AND r.at >= (date_trunc('month', $1::timestamp) - interval '11 months') AT TIME ZONE $2
+      AND r.at >= (date_trunc('month', $1::timestamp) - interval '{XYZ_MONTHS - 1} months') AT TIME ZONE $2
       AND r.at < (date_trunc('month', $1::timestamp) + interval '1 month') AT TIME ZONE $2
       AND ($3::bigint IS NULL OR d.manager_id = $3) AND ($4::text IS NULL OR {DEAL_SOURCE} = $4)
-), clients AS (SELECT DISTINCT kind, client_id FROM won),
-grid AS (
-    SELECT c.kind, c.client_id, m.month, coalesce(sum(w.amount), 0) AS amount
-    FROM clients c CROSS JOIN months m
-    LEFT JOIN won w ON w.kind = c.kind AND w.client_id = c.client_id AND w.month = m.month
-    GROUP BY 1, 2, 3
+), per_month AS (
+    SELECT kind, client_id, month, coalesce(sum(amount), 0) AS amount FROM won GROUP BY 1, 2, 3
+), per_client AS (
+    SELECT kind, client_id, array_agg(amount) AS amounts FROM per_month GROUP BY 1, 2
 )
-SELECT kind, client_id, count(*) FILTER (WHERE amount > 0) AS months_bought,
-       stddev_pop(amount) / nullif(avg(amount), 0) AS variation
-FROM grid GROUP BY 1, 2
+SELECT c.kind, c.client_id, v.months_bought, v.variation
+FROM per_client c, LATERAL (
+    SELECT count(*) FILTER (WHERE a > 0) AS months_bought, stddev_pop(a) / nullif(avg(a), 0) AS variation
+    FROM unnest(c.amounts || array_fill(0::numeric, ARRAY[{XYZ_MONTHS} - cardinality(c.amounts)])) a) v
 """, "$2")
 # Stopped buying: at least three purchases, and none for twice their usual interval by the period's end.
 SEGMENTS_STOPPED = f"""

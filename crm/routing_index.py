@@ -348,7 +348,11 @@ class IndexKeeper:
                         await self.compact()
                         while True:
                             try:
-                                payload = await asyncio.wait_for(self._pending.get(), COMPACT_SECONDS / 10)
+                                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a notice that
+                                # arrived with a cancellation and drops the cancellation (the keeper then
+                                # never stopped; python/cpython#86296, fixed in 3.12).
+                                async with asyncio.timeout(COMPACT_SECONDS / 10):
+                                    payload = await self._pending.get()
                             except TimeoutError:
                                 payload = None
                             if payload == _LOST:

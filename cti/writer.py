@@ -252,7 +252,8 @@ class CallWriter:
                 deadline = loop.time() + delay
                 while (remaining := deadline - loop.time()) > 0:
                     try:
-                        first = await asyncio.wait_for(self._queue.get(), remaining)
+                        async with asyncio.timeout(remaining):  # not wait_for: see crm/routing_index.py
+                            first = await self._queue.get()
                     except TimeoutError:
                         break
                     await self._spool_new(first)

@@ -21,6 +21,11 @@ from web.auth import CSRF_HEADER
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEMPLATE_DB = "callboard_test_template"
+# A test database's server holds nothing worth an fsync: without it a database copied per test costs
+# ~80 ms instead of ~350 (measured on this machine), and every commit is cheaper. Only ever set on
+# the embedded server the tests start themselves, never on CALLBOARD_TEST_DATABASE_URL.
+THROWAWAY_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+POOL_CLOSE_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,13 @@ class PgServer:
         return f"{base}/{database}" + (f"?{query}" if query else "")
 
 
-async def _prepare_template(server: PgServer) -> None:
+async def _prepare_template(server: PgServer, throwaway: bool) -> None:
     admin = await asyncpg.connect(server.admin_dsn)
     try:
+        if throwaway:
+            for name, value in THROWAWAY_SERVER_SETTINGS.items():
+                await admin.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            await admin.execute("SELECT pg_reload_conf()")
         await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
         await admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
     finally:
@@ -60,7 +69,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
         embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
         dsn = asyncio.run(embedded.start())
         server = PgServer(dsn.replace("/callboard?", "/postgres?"))
-    asyncio.run(_prepare_template(server))
+    asyncio.run(_prepare_template(server, throwaway=embedded is not None))
     yield server
     if embedded is not None:
         asyncio.run(embedded.stop())
@@ -72,7 +81,8 @@ async def database_dsn(pg_server: PgServer) -> AsyncIterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_server.admin_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+        # FILE_COPY: a small template is copied as files, not written block by block into the WAL.
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}" STRATEGY FILE_COPY')
         yield pg_server.dsn(name)
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
@@ -83,7 +93,12 @@ async def database_dsn(pg_server: PgServer) -> AsyncIterator[str]:
 async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database_dsn, min_size=1, max_size=5)
     yield pool
-    await pool.close()
+    try:
+        # close() waits for every connection to come back: one never released would hang the whole run.
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+    except TimeoutError:
+        pool.terminate()
+        pytest.fail(f"a pooled connection was not released within {POOL_CLOSE_SECONDS} s of the test's end")
 
 
 @pytest.fixture

@@ -201,7 +201,8 @@ class ReminderJob:
             delay = max(delay, 0.05)
             self.planned = now + timedelta(seconds=delay)
             try:
-                await asyncio.wait_for(self.wakeup.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: it can drop a stop's cancellation on 3.11
+                    await self.wakeup.wait()
             except TimeoutError:
                 pass
 

@@ -144,3 +144,21 @@ async def test_a_million_numbers_fit_in_a_quarter_of_the_old_index(conn):
     await index.load(conn)
     assert len(index) == 20_000
     assert index.nbytes() / 20_000 * 1_000_000 <= 100e6
+
+
+
+async def test_the_keeper_stops_when_a_change_arrives_at_the_same_moment(pool):
+    """Stopping the app (a deploy, a test's end) just as a notice arrives must not hang: Python 3.11's
+    wait_for returned the notice and swallowed the cancellation when both landed in the same loop turns,
+    and the keeper went on listening for ever (the suite hung in CI that way). asyncpg's callback is
+    called here directly so the notice lands exactly 0, 1, 2 or 3 loop turns before the stop."""
+    for turns in range(4):
+        index = RoutingIndex()
+        keeper = IndexKeeper(index, pool)
+        await keeper.start()
+        await eventually(lambda: index.ready)  # noqa: B023 (awaited inside this iteration)
+        await asyncio.sleep(0.05)  # the keeper now waits for the next notice
+        keeper._notified(None, 0, routing_index.CHANNEL, "phone:+79160000001")
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await asyncio.wait_for(keeper.stop(), 5)

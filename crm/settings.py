@@ -49,6 +49,8 @@ class Settings:
     routing_deadline_ms: int = 250
     routing_token: str = field(default="", repr=False)
     routing_cache: bool = True
+    # Long-lived objects (start-up's, the routing index's) moved out of the collector's reach (web/memory.py).
+    freeze_gc: bool = True
     timezone: str = "Europe/Moscow"
     recordings_dir: Path | None = None
     # Direction rules (see cti/calls.py): endpoints that are trunks, contexts that take outside calls.
@@ -354,6 +356,7 @@ _FIELDS: tuple[tuple[str, str, str, Any], ...] = (
     ("routing_deadline_ms", "CALLBOARD_ROUTING_DEADLINE_MS", "routing_deadline_ms", _parse_positive),
     ("routing_token", "CALLBOARD_ROUTING_TOKEN", "routing_token", str),
     ("routing_cache", "CALLBOARD_ROUTING_CACHE", "routing_cache", _parse_bool),
+    ("freeze_gc", "CALLBOARD_FREEZE_GC", "freeze_gc", _parse_bool),
     ("timezone", "CALLBOARD_TIMEZONE", "timezone", _parse_timezone),
     ("recordings_dir", "CALLBOARD_RECORDINGS_DIR", "recordings_dir", Path),
     ("trunk_endpoints", "CALLBOARD_TRUNK_ENDPOINTS", "trunk_endpoints", _parse_list),

@@ -112,7 +112,8 @@ def settings(database_dsn: str, tmp_path: Path) -> Settings:
     return Settings(database_url=database_dsn, data_dir=tmp_path, session_secret="test-secret",
                     phone_region="RU", routing_token="route-token", recordings_dir=tmp_path / "recordings",
                     agi_port=0, smtp_port=0, working_hours="00:00-23:59", working_days="1-7",  # tests run at any hour
-                    language="en")  # the suite reads English words; tests/web/test_i18n.py checks Russian
+                    language="en",  # the suite reads English words; tests/web/test_i18n.py checks Russian
+                    freeze_gc=False)  # a full collection per app start; tests/web/test_live_updates.py checks it
 
 
 class Factory:

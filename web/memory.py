@@ -53,4 +53,6 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup(app: web.Application) -> None:
+    if not app[keys.SETTINGS].freeze_gc:
+        return  # a test process starts hundreds of apps: a full collection at each start costs it minutes
     app.cleanup_ctx.append(memory_ctx)  # after routing's: the router and its index exist by then

@@ -11,6 +11,7 @@ from tests.conftest import login
 from tests.web.live import CHROMIUM, SocketUser, require_chromium, session_cookie
 from tests.web.test_missed_board import wait_saved
 from web import keys
+from web.app import create_app
 from web.realtime import BOARD_ROOM, MISSED_WATCH_ROOM, SocketNotifier, user_room
 
 
@@ -164,12 +165,15 @@ async def test_the_board_updates_row_by_row_while_calls_are_missed(live):
         await browser.close()
 
 
-async def test_start_up_and_the_routing_index_are_frozen_out_of_the_collector(client, conn, factory):
+async def test_start_up_and_the_routing_index_are_frozen_out_of_the_collector(settings, pool, aiohttp_client, conn,
+                                                                              factory):
+    import dataclasses
     import gc
 
     from web.memory import WATCH_EVERY
 
     await factory.contact("Frozen Client", phones=["+74951112233"])
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, freeze_gc=True), pool))
     router = client.server.app[keys.ROUTER]
     assert gc.get_freeze_count() > 0  # start-up's objects
     for _ in range(100):

@@ -26,6 +26,10 @@ TEMPLATE_DB = "callboard_test_template"
 # the embedded server the tests start themselves, never on CALLBOARD_TEST_DATABASE_URL.
 THROWAWAY_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 POOL_CLOSE_SECONDS = 15
+# Production hashes passwords with scrypt N=2**14 (~60 ms of CPU); hundreds of test users and logins
+# would spend minutes on it. Tests marked real_password_cost (the timing-oracle and event-loop checks)
+# keep the real work factor.
+TEST_SCRYPT_N = 2**10
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,12 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     yield server
     if embedded is not None:
         asyncio.run(embedded.stop())
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("real_password_cost") is None:
+        monkeypatch.setattr(users, "_SCRYPT_N", TEST_SCRYPT_N)
 
 
 @pytest.fixture

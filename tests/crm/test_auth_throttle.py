@@ -13,6 +13,8 @@ from crm.errors import AuthenticationFailed, TooManyAttempts
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
+pytestmark = pytest.mark.real_password_cost  # counts and times scrypt runs of the real work factor
+
 
 async def attempt(conn, login: str, password: str, remote: str, now: datetime = NOW) -> str:
     """'ok', 'failed' or 'throttled'."""

@@ -131,9 +131,20 @@
     const request = p.originated ? dialling.get(p.call_id) : null;
     if (request) p = Object.assign({}, p, {display: request.display});
     const old = popups.get(p.call_id);
-    if (old) old.remove();
     const card = renderPopup(p);
     popups.set(p.call_id, card);
+    if (old) {
+      // The full card after the quick one from memory: same place, and what the call did meanwhile kept.
+      if (!old.classList.contains('ringing')) {
+        card.classList.remove('ringing');
+        for (const part of ['.popup-state', '.popup-head .badge']) {
+          const was = old.querySelector(part), now = card.querySelector(part);
+          if (was && now) now.replaceWith(was.cloneNode(true));
+        }
+      }
+      old.replaceWith(card);
+      return;
+    }
     stack.prepend(card);
     if (document.hidden) {
       window.callboardNotify(fill(_('Call: %(number)s'), {number: p.display}),

@@ -15,6 +15,10 @@ from web import keys
 
 logger = logging.getLogger(__name__)
 
+# A full collection after every 100 middle-generation ones instead of CPython's 10: what a full one walks
+# (sockets, sessions, pending calls) is worth ~100 ms on a loaded machine, and it came every few seconds
+# under 1,000 connected managers (bench/screenpop.py --realistic: 4 pauses over 10 ms in 20 s).
+FULL_COLLECTION_EVERY = 100
 WATCH_EVERY = 0.5  # seconds between looks at the routing index (it loads, and reloads after a lost listener)
 
 
@@ -41,6 +45,8 @@ async def _follow_index(app: web.Application) -> None:
 
 
 async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    thresholds = gc.get_threshold()
+    gc.set_threshold(thresholds[0], thresholds[1], FULL_COLLECTION_EVERY)
     freeze("start-up")
     follower = asyncio.create_task(_follow_index(app), name="gc-freeze")
     try:
@@ -50,6 +56,7 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await follower
         gc.unfreeze()  # a test process starts many apps: let the next one's start-up be collected
+        gc.set_threshold(*thresholds)
 
 
 def setup(app: web.Application) -> None:

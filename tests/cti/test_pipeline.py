@@ -128,7 +128,7 @@ async def test_popups_do_not_wait_for_a_locked_calls_table(running, sim, pool, c
             await sim.place_call(caller, "101", 0.2, 0.2)
         await until(lambda: len(notifier.of("ended")) == 3, what="three calls ended")
         delays = [told - event.ts for name, event, _, told in notifier.told if name == "ringing"]
-        assert len(delays) == 3 and max(delays) < 1.0, delays  # CARD_WAIT (0.25 s) at worst
+        assert len(delays) == 3 and max(delays) < 1.0, delays  # CARD_WAIT (0.03 s) and a loaded machine at worst
         first_card = notifier.of("ringing")[0][1]
         assert (first_card.match.contact_name, first_card.complete) == ("Known Client", False)  # from the index
         assert notifier.of("call_logged") == []  # the writer waits; the calls are safe in its spool

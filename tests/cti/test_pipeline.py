@@ -86,8 +86,12 @@ async def test_an_unknown_caller_is_looked_up_once_and_becomes_one_named_lead(ru
     await sim.place_call("79161112233", "101", 0.4, 0.3, caller_name="Olga Petrova")
     await until(lambda: notifier.of("call_logged"), what="the call logged")
     names = [name for name, *_ in notifier.told if name != "agent_state"]
-    assert names == ["new_lead", "ringing", "answered", "ended", "call_logged"]
-    (ringing, card), = notifier.of("ringing")
+    # The popup comes at once; when the lead takes longer than CARD_WAIT to write (a loaded machine), it
+    # shows the number first and the full card follows, still before the answer.
+    assert [n for n in names if n != "new_lead"] in (["ringing", "answered", "ended", "call_logged"],
+                                                     ["ringing", "ringing", "answered", "ended", "call_logged"])
+    assert names.count("new_lead") == 1 and names.index("new_lead") < names.index("answered")
+    card = notifier.of("ringing")[-1][1]
     lead = await conn.fetchrow("SELECT id, name, phone_e164, line FROM leads")
     assert tuple(lead) == (card.lead.id, "Olga Petrova", "+79161112233", "+74952000000")
     assert (card.match, card.complete, service.pipeline.lookups) == (None, True, 1)
@@ -108,7 +112,7 @@ async def test_a_missed_call_pushes_its_board_row_after_it_is_saved(running, sim
     row = await conn.fetchrow("SELECT id, tries FROM missed_callers")
     assert (update.row_id, update.kind, row["tries"]) == (row["id"], "missed", 1)
     assert notifier.of("new_lead") == []  # a known caller is not a lead
-    (_, card), = notifier.of("ringing")
+    card = notifier.of("ringing")[-1][1]  # the full card (the index's may come first)
     assert (card.match.contact_name, card.lead) == ("Known Client", None)
 
 

@@ -28,7 +28,8 @@ async def test_a_reminder_set_on_the_page_pops_at_its_time(live, browser, settin
     problems = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     await page.goto(f"{base_url}/tasks")
-    due = datetime.now(ZoneInfo(settings.timezone)) + timedelta(seconds=6)
+    # Whole seconds, as the form sends it: the reminder is due at the second typed, not at a fraction after it.
+    due = (datetime.now(ZoneInfo(settings.timezone)) + timedelta(seconds=6)).replace(microsecond=0)
     await page.fill("#new-task input[name=title]", "Call Anna about the price list")
     await page.fill("#new-task input[name=due_at]", due.strftime("%Y-%m-%dT%H:%M:%S"))
     await page.select_option("#new-task select[name=remind]", "0")  # at the due time

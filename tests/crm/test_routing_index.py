@@ -146,7 +146,6 @@ async def test_a_million_numbers_fit_in_a_quarter_of_the_old_index(conn):
     assert index.nbytes() / 20_000 * 1_000_000 <= 100e6
 
 
-
 async def test_the_keeper_stops_when_a_change_arrives_at_the_same_moment(pool):
     """Stopping the app (a deploy, a test's end) just as a notice arrives must not hang: Python 3.11's
     wait_for returned the notice and swallowed the cancellation when both landed in the same loop turns,

@@ -170,12 +170,13 @@ async def test_start_up_and_the_routing_index_are_frozen_out_of_the_collector(se
     import dataclasses
     import gc
 
-    from web.memory import WATCH_EVERY
+    from web.memory import FULL_COLLECTION_EVERY, WATCH_EVERY
 
     await factory.contact("Frozen Client", phones=["+74951112233"])
     client = await aiohttp_client(create_app(dataclasses.replace(settings, freeze_gc=True), pool))
     router = client.server.app[keys.ROUTER]
     assert gc.get_freeze_count() > 0  # start-up's objects
+    assert gc.get_threshold()[2] == FULL_COLLECTION_EVERY  # full collections rarer while the app runs
     for _ in range(100):
         if router.index is not None and router.index.ready:
             break

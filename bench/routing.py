@@ -1,7 +1,9 @@
 """Routing API benchmark: 1,000,000 contacts; req/s and latency of GET /api/route against a bare
-aiohttp handler measured in the same run, with known callers only and with 30 % unknown callers
-(each one gets a lead, written in the background); the lookup alone; the routing index's size and
-load time beside the dict-of-tuples index it replaced, loaded in the same run.
+aiohttp handler measured in the same run, with known callers only and with 30 % unknown callers —
+first with the PBX's AMI link up (the call pipeline writes an unknown caller's lead, so routing writes
+nothing; the simulator here places no calls), then with the link down (routing writes each lead in the
+background, as in a routing-only setup); the lookup alone; the routing index's size and load time
+beside the dict-of-tuples index it replaced, loaded in the same run.
 
 The servers run in this process; the load comes from a second process on loopback
 (this same file with --load), open-loop at a steady rate, then closed-loop for the maximum.
@@ -56,12 +58,13 @@ async def run_load(url: str, rate: float, seconds: float, concurrency: int, cont
         async def one() -> None:
             nonlocal errors
             if rng.random() < unknown:
-                caller = f"7926{rng.randrange(10 ** 7):07d}"  # nobody's number: a lead is written for it
+                caller = f"7926{rng.randrange(10 ** 7):07d}"  # nobody's number: an unknown caller
             else:
                 caller = f"7916{rng.randrange(1, contacts + 1):07d}"
             started = time.perf_counter()
             try:
-                async with session.get(url, params={"caller": caller, "did": "74951234567", "token": TOKEN}) as r:
+                async with session.get(url, params={"caller": caller, "did": "74951234567", "pbx": "bench",
+                                                    "token": TOKEN}) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -120,9 +123,10 @@ async def serve(app: web.Application, port: int) -> web.AppRunner:
 
 async def bench(args: argparse.Namespace) -> None:
     from crm.db import open_database
-    from crm.settings import Settings
+    from crm.settings import PbxSettings, Settings
+    from cti.simulator import AmiSimulator
     from web.app import create_app
-    from web.keys import ROUTER
+    from web.keys import ROUTER, TELEPHONY
 
     data_dir = Path(tempfile.mkdtemp(prefix="callboard-bench-"))
     database_url = os.environ.get("DATABASE_URL")
@@ -138,8 +142,12 @@ async def bench(args: argparse.Namespace) -> None:
                 await conn.execute("RESET session_replication_role")
                 await conn.execute("VACUUM ANALYZE")  # or autovacuum would run during the measurement
                 print(f"seeded {args.contacts:,} contacts in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            await conn.execute("TRUNCATE leads CASCADE")
+        sim = AmiSimulator("cti", "secret")
+        await sim.start()
+        pbx = PbxSettings("bench", "127.0.0.1", sim.port, "cti", "secret")
         settings = Settings(database_url=database_url, data_dir=data_dir, session_secret="x", routing_token=TOKEN,
-                            agi_port=0, routing_deadline_ms=250)
+                            agi_port=0, routing_deadline_ms=250, pbxes=(pbx,))
         app = create_app(settings, pool)
         runner = await serve(app, 18081)
         bare = await serve(await bare_app(), 18082)
@@ -160,27 +168,45 @@ async def bench(args: argparse.Namespace) -> None:
             loop = asyncio.get_running_loop()
             run = loop.run_in_executor
             bare_url, ours_url = "http://127.0.0.1:18082/api/route", "http://127.0.0.1:18081/api/route"
+            telephony = app[TELEPHONY]
+            deadline = time.monotonic() + 10
+            while not telephony.sees_calls("bench") and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             runs = {}
-            for name, url, rate, concurrency, unknown in (
+            leads = {}
+            unknown = f"{args.unknown:.0%} unknown"
+            for name, url, rate, concurrency, share in (
                     ("steady, bare aiohttp", bare_url, args.rate, 64, 0.0),
                     ("steady, known callers", ours_url, args.rate, 64, 0.0),
-                    (f"steady, {args.unknown:.0%} unknown", ours_url, args.rate, 64, args.unknown),
+                    (f"steady, {unknown}, AMI up", ours_url, args.rate, 64, args.unknown),
                     ("maximum, bare aiohttp", bare_url, 0, 32, 0.0),
                     ("maximum, known callers", ours_url, 0, 32, 0.0),
-                    (f"maximum, {args.unknown:.0%} unknown", ours_url, 0, 32, args.unknown)):
+                    (f"maximum, {unknown}, AMI up", ours_url, 0, 32, args.unknown),
+                    ("AMI down", "", 0, 0, 0.0),
+                    (f"steady, {unknown}, no AMI", ours_url, args.rate, 64, args.unknown),
+                    (f"maximum, {unknown}, no AMI", ours_url, 0, 32, args.unknown)):
+                if name == "AMI down":
+                    async with pool.acquire() as conn:
+                        leads["AMI up"] = await conn.fetchval("SELECT count(*) FROM leads")
+                    await sim.stop()
+                    while telephony.sees_calls("bench"):
+                        await asyncio.sleep(0.1)
+                    continue
                 runs[name] = await run(None, load_from_subprocess, url, rate, args.seconds, args.contacts,
-                                       concurrency, unknown)
+                                       concurrency, share)
                 print(f"{name:24} {json.dumps(runs[name])}", file=sys.stderr, flush=True)
             await router.drain(30)
             async with pool.acquire() as conn:
-                leads = await conn.fetchval("SELECT count(*) FROM leads")
+                leads["no AMI"] = await conn.fetchval("SELECT count(*) FROM leads") - leads["AMI up"]
                 sizes = await index_sizes(conn, args.suffix_digits)
         finally:
             await runner.cleanup()
             await bare.cleanup()
+            await sim.stop()
     print(f"{args.contacts:,} contacts; routing index ready {index_seconds:.1f} s after start-up; lookup p50 "
           f"{statistics.median(lookups) * 1000:.3f} ms, p99 {percentile(lookups, 0.99) * 1000:.3f} ms; "
-          f"{leads:,} leads written for unknown callers")
+          f"leads written by routing for unknown callers: {leads['AMI up']:,} with AMI up, "
+          f"{leads['no AMI']:,} without")
     print(f"index load: compact {sizes['compact_s']:.2f} s, {sizes['compact_mb']:.0f} MB "
           f"(RSS +{sizes['compact_rss_mb']:.0f} MB) | dict of tuples {sizes['dict_s']:.2f} s, "
           f"RSS +{sizes['dict_rss_mb']:.0f} MB | {sizes['dict_s'] / sizes['compact_s']:.1f}x faster, "
@@ -191,7 +217,7 @@ async def bench(args: argparse.Namespace) -> None:
               f"p99 {base['p99_ms']:.2f} ms")
         for name, ours in runs.items():
             if name.startswith(kind) and "bare" not in name:
-                print(f"{'':9}{name[len(kind) + 2:]:14} /api/route: {ours['rps']:8.0f} req/s "
+                print(f"{'':9}{name[len(kind) + 2:]:26} /api/route: {ours['rps']:8.0f} req/s "
                       f"p50 {ours['p50_ms']:.2f} ms p99 {ours['p99_ms']:.2f} ms errors {ours['errors']} | "
                       f"ratio {ours['rps'] / base['rps']:.2f}x")
 

@@ -294,6 +294,21 @@ class TelephonyService:
                 status[name]["lease"] = {"holding": lease.holding, "generation": lease.generation}
         return status
 
+    def sees_calls(self, pbx: str | None = None) -> bool:
+        """Whether the call pipeline sees that PBX's calls now (every PBX's, without a name): this node
+        reads its AMI, or another node holds its lease. Not when a link is down or Redis cannot tell."""
+        names = [pbx] if pbx in self.connectors else list(self.connectors)
+        if not names:
+            return False
+        for name in names:
+            lease = self.leases.get(name)
+            if lease is not None and not lease.holding:
+                if not lease.redis_ok:
+                    return False
+            elif self.connectors[name].state.state != "connected":
+                return False
+        return True
+
     def redis_status(self) -> str | None:
         """None without Redis; 'ok' or 'unreachable' as the leases last heard it."""
         if not self.leases:

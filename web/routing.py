@@ -45,7 +45,7 @@ class Router:
             if match is not None:
                 return decide(caller, match, self._state(match, pbx), fallback)
             e164 = normalise_caller(caller, self.settings.phone_region)
-            self._lead_later(e164, did, caller_name)
+            self._lead_later(e164, did, caller_name, pbx)
             return decide(e164, None, None, fallback)
         started = time.perf_counter()
         lookup = asyncio.ensure_future(self._lookup(caller, did, pbx, caller_name))
@@ -70,13 +70,17 @@ class Router:
         async with self.pool.acquire() as conn:
             match = await find_caller(conn, caller, region, self.settings.suffix_match_digits)
         if match is None:
-            self._lead_later(e164, did, caller_name)
+            self._lead_later(e164, did, caller_name, pbx)
         return decide(e164, match, self._state(match, pbx), self.settings.routing_fallback)
 
-    def _lead_later(self, e164: str | None, did: str, caller_name: str) -> None:
-        """The answer never waits for the lead: it is written in the background (and again, idempotently,
-        by the call pipeline when the call ends), so an unknown caller is routed as fast as a known one."""
+    def _lead_later(self, e164: str | None, did: str, caller_name: str, pbx: str | None) -> None:
+        """The answer never waits for the lead. While the call pipeline sees the PBX's calls, the lead is
+        its to write (it did at the call's first event, before the dialplan asked): routing writes nothing.
+        Without AMI (a routing-only setup, a link down) the lead is written here in the background, and
+        again, idempotently, by the pipeline or the CDR backfill once the call is known."""
         if e164 is None or e164 in self._leads:
+            return
+        if self.telephony is not None and self.telephony.sees_calls(pbx):
             return
         task = asyncio.create_task(self._write_lead(e164, did, caller_name), name=f"lead-for-{e164}")
         self._leads[e164] = task

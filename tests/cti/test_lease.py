@@ -43,11 +43,14 @@ async def test_one_node_consumes_and_another_takes_over(settings, pool):
         await asyncio.sleep(0.5)
         assert second.pbx_status()[pbx.name]["state"] == "standby"
         assert sim.logins == 1  # only one node reads the PBX: no doubled popups or calls
+        # Routing on the standby node leaves an unknown caller's lead to the holder's call pipeline.
+        assert first.sees_calls(pbx.name) and second.sees_calls(pbx.name) and second.sees_calls()
         # The holder shares agent states, so routing on the standby node knows a busy phone.
         sim.place_call("79160000101", "101", 0.3, 3.0)
         await until(lambda: second.agent_state("101", pbx.name) == "in_call")
         await first.stop()
         await until(lambda: second.pbx_status()[pbx.name]["state"] == "connected", timeout=15)
+        assert second.sees_calls(pbx.name)
         assert sim.logins == 2
     finally:
         await second.stop()

@@ -52,6 +52,7 @@ async def run_clients(url: str, cookies: list[str], seconds: float) -> dict:
     clients = []
     events: dict[str, int] = {}
     popped: set[str] = set()
+    received: dict[str, float] = {}  # call id → when its first popup arrived
 
     async def connect(cookie: str) -> None:
         client = socketio.AsyncClient(reconnection=False)
@@ -62,7 +63,8 @@ async def run_clients(url: str, cookies: list[str], seconds: float) -> dict:
             # The first popup of a call is the screen-pop; a later one carries the full card.
             if event == "popup" and data.get("call_id", id(data)) not in popped:
                 popped.add(data.get("call_id", id(data)))
-                latencies.append(time.time() - data["ringing_since"])
+                received[data.get("call_id", "")] = time.time()
+                latencies.append(received[data.get("call_id", "")] - data["ringing_since"])
 
         await client.connect(url, headers={"Cookie": f"callboard_session={cookie}"} if cookie else {},
                              transports=["websocket"])
@@ -76,7 +78,7 @@ async def run_clients(url: str, cookies: list[str], seconds: float) -> dict:
     for client in clients:
         await client.disconnect()
     return {"clients": len(clients), "popups": len(latencies), "p50_ms": percentile(latencies, 0.5) * 1000,
-            "p99_ms": percentile(latencies, 0.99) * 1000, "events": events}
+            "p99_ms": percentile(latencies, 0.99) * 1000, "events": events, "received": received}
 
 
 def start_clients(url: str, cookies: list[str], seconds: float) -> subprocess.Popen:
@@ -341,6 +343,7 @@ async def realistic(args: argparse.Namespace) -> dict:
         while app[TELEPHONY].connectors["bench"].state.state != "connected" or not app[ROUTER].index.ready:
             await asyncio.sleep(0.05)
         index_seconds = time.perf_counter() - started
+        stages = trace_popups(app[TELEPHONY].pipeline)
         process = start_clients(base_url, cookies, args.seconds)
         await wait_connected(process)
         boards = start_boards(base_url, heads)
@@ -365,7 +368,42 @@ async def realistic(args: argparse.Namespace) -> dict:
         await runner.cleanup()
         await sim.stop()
     return {**result, "gc": {**pauses.summary(), **heap}, "mix": mix, "boards": board_states,
-            "index_seconds": index_seconds}
+            "index_seconds": index_seconds, "stages": stage_summary(stages, result.pop("received"))}
+
+
+def trace_popups(pipeline) -> dict[str, list[float]]:
+    """Where a popup's time goes: per call's first popup, the AMI event's own time, when the pipeline
+    started on it (AMI read and parsed, the tracker), when the card was there and when the emit returned."""
+    stages: dict[str, list[float]] = {}
+    ringing, notify = pipeline._ringing, pipeline.notifier.ringing
+
+    async def traced_ringing(event, card):
+        stages.setdefault(event.call_id, [event.ts, time.time()])
+        await ringing(event, card)
+
+    async def traced_notify(event, card):
+        first = len(stages.get(event.call_id, ())) == 2
+        if first:
+            stages[event.call_id].append(time.time())
+        await notify(event, card)
+        if first:
+            stages[event.call_id].append(time.time())
+
+    pipeline._ringing, pipeline.notifier.ringing = traced_ringing, traced_notify
+    return stages
+
+
+def stage_summary(stages: dict[str, list[float]], received: dict[str, float]) -> dict[str, str]:
+    parts: dict[str, list[float]] = {}
+    for call_id, times in stages.items():
+        if len(times) == 4 and call_id in received:
+            event, pipeline, card, emitted = times
+            for name, value in (("event to pipeline", pipeline - event), ("card wait", card - pipeline),
+                                ("emit", emitted - card), ("delivery to the client", received[call_id] - emitted),
+                                ("total", received[call_id] - event)):
+                parts.setdefault(name, []).append(value)
+    return {name: f"p50 {percentile(v, 0.5) * 1000:.1f} / p99 {percentile(v, 0.99) * 1000:.1f} / "
+                  f"max {max(v) * 1000:.1f} ms" for name, v in parts.items()}
 
 
 def report_realistic(args: argparse.Namespace, base: dict, ours: dict) -> None:
@@ -377,6 +415,9 @@ def report_realistic(args: argparse.Namespace, base: dict, ours: dict) -> None:
               f"p99 {r['p99_ms']:.1f} ms")
     print(f"events the managers received: {ours['events']}")
     print(f"GC during the run: {ours['gc']}")
+    print("where a first popup's time went (same clock, one machine):")
+    for name, figures in ours["stages"].items():
+        print(f"  {name:24}: {figures}")
     print(f"ratio p99 callboard / bare: {ours['p99_ms'] / base['p99_ms']:.2f}x")
 
 

@@ -108,6 +108,14 @@
   const dialling = new Map();  // call_id → the request ('call_request' events)
   const REQUEST_TEXT = {queued: _('Calling your phone…'), ringing: _('Your phone rings: pick it up'),
     answered: _('Dialling the number…'), failed: _('Not placed')};
+  // A card's timers act on whatever card shows the call by then (the full card takes the quick one's place,
+  // possibly after the ring stopped), and never on a newer card of the same call.
+  const latest = (card) => { while (card.replacedBy) card = card.replacedBy; return card; };
+  const later = (card, ms, act) => setTimeout(() => act(latest(card)), ms);
+  const retire = (callId, card, ms) => later(card, ms, (shown) => {
+    shown.remove();
+    if (popups.get(callId) === shown) popups.delete(callId);
+  });
   socket.on('call_request', (r) => {
     dialling.set(r.call_id, r);
     if (!stack) return;
@@ -121,7 +129,7 @@
     if (state) state.textContent = REQUEST_TEXT[r.state] + (r.reason ? ' (' + label(r.reason) + ')' : '');
     if (r.state === 'failed') {
       card.classList.remove('ringing');
-      setTimeout(() => { card.remove(); popups.delete(r.call_id); }, 8000);
+      retire(r.call_id, card, 8000);
     }
   });
 
@@ -137,12 +145,14 @@
       // The full card after the quick one from memory: same place, and what the call did meanwhile kept.
       if (!old.classList.contains('ringing')) {
         card.classList.remove('ringing');
+        if (old.classList.contains('fade')) card.classList.add('fade');
         for (const part of ['.popup-state', '.popup-head .badge']) {
           const was = old.querySelector(part), now = card.querySelector(part);
           if (was && now) now.replaceWith(was.cloneNode(true));
         }
       }
       old.replaceWith(card);
+      old.replacedBy = card;
       return;
     }
     stack.prepend(card);
@@ -166,7 +176,7 @@
       badge.textContent = u.answered_by ? _('Taken') : _('Stopped ringing');
       badge.className = 'badge unknown';
       state.textContent = u.answered_by ? fill(_('Answered by %(who)s'), {who: u.answered_by}) : _('Stopped ringing');
-      setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 8000);
+      retire(u.call_id, card, 8000);
     } else if (u.state === 'transferred') {
       state.textContent = fill(_('Transferred to %(who)s'), {who: u.answered_by || '…'});
     } else if (u.state === 'transferred_away') {
@@ -174,15 +184,15 @@
       badge.textContent = _('Transferred');
       badge.className = 'badge unknown';
       state.textContent = fill(_('Transferred to %(who)s'), {who: u.answered_by || '…'});
-      setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 8000);
+      retire(u.call_id, card, 8000);
     } else if (u.state === 'ended') {
       badge.textContent = _('Ended');
       badge.className = 'badge unknown';
       state.textContent = u.outcome === 'answered'
         ? fill(_('Call ended (%(duration)s)'), {duration: duration(u.talk_seconds)})
         : fill(_('Call ended: %(outcome)s'), {outcome: label(u.outcome)});
-      setTimeout(() => { card.classList.add('fade'); }, 15000);
-      setTimeout(() => { card.remove(); popups.delete(u.call_id); }, 20000);
+      later(card, 15000, (shown) => shown.classList.add('fade'));
+      retire(u.call_id, card, 20000);
     }
   });
 

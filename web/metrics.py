@@ -41,7 +41,8 @@ class HttpMetrics:
                                  "Time to answer the dialplan's routing request (HTTP door)",
                                  buckets=ROUTING_BUCKETS, registry=self.registry)
         self.popup = Histogram("callboard_popup_delay_seconds",
-                               "From the PBX's event (its Timestamp) to the popup sent to the ringing phone's room",
+                               "From the PBX's event (its Timestamp) to a call's first popup sent to the ringing "
+                               "phone's room",
                                buckets=ROUTING_BUCKETS, registry=self.registry)
 
 

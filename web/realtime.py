@@ -110,9 +110,11 @@ class SocketNotifier:
     # ------------------------------------------------------------ call events
 
     async def ringing(self, event: AgentRinging, card: CallerCard) -> None:
-        self.popped.setdefault((event.pbx, event.call_id), set()).add(event.extension)
+        popped = self.popped.setdefault((event.pbx, event.call_id), set())
+        first = event.extension not in popped  # not the full card following the quick one
+        popped.add(event.extension)
         await self.sio.emit("popup", popup_payload(event, card), room=extension_room(event.extension))
-        if self.on_popup is not None:
+        if self.on_popup is not None and first:
             self.on_popup(max(0.0, time.time() - event.ts))
 
     async def ring_stopped(self, event: AgentRingStopped) -> None:

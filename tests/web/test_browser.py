@@ -247,3 +247,35 @@ async def test_the_warehouse_receives_a_supplier_order_and_a_manager_cannot(sett
     assert (balance.on_hand, balance.reserved) == (4, 4)
     await seller.goto(f"{base_url}/deals/{deal.id}")
     await expect(seller.locator("#items tbody tr").first.locator(".reserved")).to_have_text("4")
+
+
+async def test_a_full_card_arriving_after_the_ring_stopped_goes_with_the_quick_one(live, browser):
+    from crm.callers import CallerCard
+    from cti.calls import AgentRinging, AgentRingStopped
+    from web.keys import NOTIFIER
+
+    base_url, _, app = live
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.clock.install()  # the cards' removal timers run on this clock, fast-forwarded below
+    await page.goto(f"{base_url}/login")
+    await page.fill("input[name=login]", "manager1")
+    await page.fill("input[name=password]", "manager1")
+    await page.click("button[type=submit]")
+    await page.goto(f"{base_url}/calls")
+    await expect(page.locator("#live")).to_have_text("live", timeout=10000)
+    notifier = app[NOTIFIER]
+    ring = AgentRinging("lab", "slow-card", 1_795_448_000.0, "101", "inbound", "+79165550002", "", False)
+    await notifier.ringing(ring, CallerCard("+79165550002"))
+    popup = page.locator(".popup")
+    await expect(popup).to_have_count(1)
+    await notifier.ring_stopped(AgentRingStopped("lab", "slow-card", ring.ts + 3, "101", None))
+    await expect(popup.locator(".popup-state")).to_have_text("Stopped ringing")
+    # The database's card comes late (a slow lookup): it takes the quick card's place and its state...
+    await notifier.ringing(ring, CallerCard("+79165550002", complete=True))
+    await expect(popup).to_have_count(1)
+    await expect(popup.locator(".popup-state")).to_have_text("Stopped ringing")
+    # ...and goes when the stopped card was due to go, instead of staying until the page reloads.
+    await page.clock.run_for(9000)
+    await expect(popup).to_have_count(0)
+    await context.close()

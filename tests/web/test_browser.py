@@ -255,15 +255,8 @@ async def test_a_full_card_arriving_after_the_ring_stopped_goes_with_the_quick_o
     from web.keys import NOTIFIER
 
     base_url, _, app = live
-    context = await browser.new_context()
-    page = await context.new_page()
+    page = await logged_in_page(browser, base_url, "manager1")
     await page.clock.install()  # the cards' removal timers run on this clock, fast-forwarded below
-    await page.goto(f"{base_url}/login")
-    await page.fill("input[name=login]", "manager1")
-    await page.fill("input[name=password]", "manager1")
-    await page.click("button[type=submit]")
-    await page.goto(f"{base_url}/calls")
-    await expect(page.locator("#live")).to_have_text("live", timeout=10000)
     notifier = app[NOTIFIER]
     ring = AgentRinging("lab", "slow-card", 1_795_448_000.0, "101", "inbound", "+79165550002", "", False)
     await notifier.ringing(ring, CallerCard("+79165550002"))
@@ -278,4 +271,3 @@ async def test_a_full_card_arriving_after_the_ring_stopped_goes_with_the_quick_o
     # ...and goes when the stopped card was due to go, instead of staying until the page reloads.
     await page.clock.run_for(9000)
     await expect(popup).to_have_count(0)
-    await context.close()

@@ -249,8 +249,11 @@ class GcPauses:
 
     def summary(self) -> dict:
         longest = max((p for _, p in self.pauses), default=0.0)
+        by_generation = {g: round(max(p for gen, p in self.pauses if gen == g) * 1000, 1)
+                         for g in sorted({g for g, _ in self.pauses})}
         return {"collections": len(self.pauses), "full": sum(1 for g, _ in self.pauses if g == 2),
-                "max_ms": longest * 1000, "over_10ms": sum(1 for _, p in self.pauses if p > 0.010)}
+                "max_ms": longest * 1000, "over_10ms": sum(1 for _, p in self.pauses if p > 0.010),
+                "max_ms_by_generation": by_generation}
 
 
 BOARD_STATE = """() => ({marker: document.querySelector('#missed-table tbody').dataset.benchMarker || null,

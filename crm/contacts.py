@@ -45,6 +45,8 @@ class Party:
     phones: tuple[PhoneEntry, ...] = ()
     emails: tuple[str, ...] = ()
     version: int = 1
+    # Where a search placed it: 0 the name starts with the text, 1 any other match; None outside a search.
+    search_group: int | None = None
 
 
 @dataclass(slots=True)
@@ -126,51 +128,82 @@ LIST_PHONES_OF = {
                "WHERE company_id = ANY($1::bigint[]) ORDER BY id",
 }
 USER_EXISTS = "SELECT 1 FROM users WHERE id = $1"
+CUSTOM_PLAN = "SET LOCAL plan_cache_mode = force_custom_plan"
 
-# One search box: name, e-mail or phone in any format. $1 the text, $3 an E.164 guess (or NULL), $4 the
-# reversed last digits typed (or NULL). Each branch is one index: trigram GIN for the name and e-mail
-# fragments, phones_e164_idx and the reverse(e164) index for numbers; the union picks the page's rows.
-# A fragment found in many names (a common surname) or e-mails (a domain) would make these branches every
-# match: each keeps only the first page's worth in list order (a top-N sort, not a sort of every match).
+# One search box: name, e-mail or phone in any format, best matches first: the names that start with the
+# text (group 0), then every other match (group 1), each group in name order.
+#
+# Group 0 is a range of the name-order index (contacts_name_order_idx), walked from the text on, so a common
+# surname's first page reads one page of rows however many names it starts. Under a linguistic collation the
+# names starting with the text are not one range (in ru-RU "пётра" sorts between "петра" and "петрб"), and no
+# upper bound is right for every collation; so group 0 is defined as "in the range [text, text + U+10FFFF)
+# and starts with the text", which the index serves exactly, and group 1 as every other match: the two never
+# overlap and together are every match whatever the collation. U+10FFFF sorts after every character in C and
+# ICU; a collation where it did not would move some prefix matches to group 1, later but still found.
+# The prefix test comes first: most of group 1's rows fail it at once and skip the collation comparisons.
+_STARTS = ("(lower({a}.name) LIKE lower($1) || '%' AND lower({a}.name) >= lower($1)"
+           " AND lower({a}.name) < lower($1) || chr(1114111))")
+# $1 the text, $2 the viewer's scope, $3/$4 the key after which the page starts, $5 how many rows. The range
+# starts at the later of the text and the cursor, as one row bound: given both as separate lower bounds the
+# index scan may start from the first and filter its way to the second (it read every name before the text).
+# The name check hides from the trigram index (`|| ''`): a generic plan would otherwise read every match.
+_FIRST_LIST = """
+SELECT {columns}
+FROM {tables}
+WHERE {visible}
+  AND (lower(p.name), p.id) > (CASE WHEN $3::text < lower($1) THEN lower($1) ELSE $3::text END,
+                               CASE WHEN $3::text < lower($1) THEN 0 ELSE $4::bigint END)
+  AND lower(p.name) < lower($1) || chr(1114111) AND lower(p.name) || '' LIKE lower($1) || '%'
+ORDER BY lower(p.name), p.id LIMIT $5
+"""
+# Group 1: $1 the text, $3 an E.164 guess (or NULL), $4 the reversed last digits typed (or NULL). Each branch
+# is one index: trigram GIN for the name and e-mail fragments, phones_e164_idx and the reverse(e164) index
+# for numbers; the union picks the page's rows. A fragment found in many names or e-mails (a domain) would
+# make these branches every match: each keeps only the first page's worth in list order (a top-N sort, not
+# a sort of every match), leaving out group 0 there so that what it keeps is all group 1.
 # The name branch sorts on `lower(name) || ''` so that the planner never walks the name-order index
-# instead, hoping for early matches: a surname's matches sort together, possibly late (that walk read half
-# the table). The e-mail branch may walk it: a domain's matches are spread over the names.
+# instead, hoping for early matches: a fragment's matches may sort together, possibly late (that walk read
+# half the table). The e-mail branch may walk it: a domain's matches are spread over the names.
 _SEARCH = """
+  AND NOT {starts_p}
   AND p.id IN ((SELECT n.id FROM {table} n
-                WHERE lower(n.name) LIKE '%' || lower($1) || '%' AND {visible_n}
+                WHERE lower(n.name) LIKE '%' || lower($1) || '%' AND NOT {starts_n} AND {visible_n}
                   AND (lower(n.name), n.id) > ($7::text, $8::bigint)
                 ORDER BY lower(n.name) || '', n.id LIMIT $5::int + $6::int)
                UNION (SELECT n.id FROM {table} n
                       WHERE n.id IN (SELECT {owner} FROM emails WHERE email LIKE '%' || lower($1) || '%')
-                        AND {visible_n} AND (lower(n.name), n.id) > ($7::text, $8::bigint)
+                        AND NOT {starts_n} AND {visible_n} AND (lower(n.name), n.id) > ($7::text, $8::bigint)
                       ORDER BY lower(n.name), n.id LIMIT $5::int + $6::int)
                UNION SELECT {owner} FROM phones WHERE {owner} IS NOT NULL
                                                   AND (e164 = $3 OR reverse(e164) LIKE $4 || '%'))
 """
+_CONTACT_COLUMNS = """p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
+       c.name AS company_name, NULL::text AS tax_id, p.version"""
+_CONTACT_TABLES = ("contacts p LEFT JOIN users u ON u.id = p.manager_id"
+                   " LEFT JOIN companies c ON c.id = p.company_id")
+_COMPANY_COLUMNS = """p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, NULL::bigint AS company_id,
+       NULL::text AS company_name, p.tax_id, p.version"""
+_COMPANY_TABLES = "companies p LEFT JOIN users u ON u.id = p.manager_id"
 # Keyset: the page after (lower(name), id); the first page starts after ('', 0), names are never empty.
-_CONTACT_LIST = """
-SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
-       c.name AS company_name, NULL::text AS tax_id, p.version
-FROM contacts p LEFT JOIN users u ON u.id = p.manager_id LEFT JOIN companies c ON c.id = p.company_id
-WHERE {visible} {search} AND (lower(p.name), p.id) > ($7::text, $8::bigint)
-ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
-"""
-_COMPANY_LIST = """
-SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, NULL::bigint AS company_id,
-       NULL::text AS company_name, p.tax_id, p.version
-FROM companies p LEFT JOIN users u ON u.id = p.manager_id
+_LIST = """
+SELECT {columns}
+FROM {tables}
 WHERE {visible} {search} AND (lower(p.name), p.id) > ($7::text, $8::bigint)
 ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6
 """
 # Without a search the text parameters are unused; they stay typed so both variants take the same arguments.
 _UNUSED = "AND ($1::text, $3::text, $4::text) IS NOT DISTINCT FROM ($1, $3, $4)"
-LIST_CONTACTS = _CONTACT_LIST.format(visible=_VISIBLE, search=_UNUSED)
 _VISIBLE_N = _VISIBLE.replace("p.", "n.")
-SEARCH_CONTACTS = _CONTACT_LIST.format(visible=_VISIBLE, search=_SEARCH.format(table="contacts", owner="contact_id",
-                                                                               visible_n=_VISIBLE_N))
-LIST_COMPANIES = _COMPANY_LIST.format(visible=_VISIBLE, search=_UNUSED)
-SEARCH_COMPANIES = _COMPANY_LIST.format(visible=_VISIBLE, search=_SEARCH.format(table="companies", owner="company_id",
-                                                                                 visible_n=_VISIBLE_N))
+LIST_CONTACTS = _LIST.format(columns=_CONTACT_COLUMNS, tables=_CONTACT_TABLES, visible=_VISIBLE, search=_UNUSED)
+LIST_COMPANIES = _LIST.format(columns=_COMPANY_COLUMNS, tables=_COMPANY_TABLES, visible=_VISIBLE, search=_UNUSED)
+SEARCH_CONTACTS_FIRST = _FIRST_LIST.format(columns=_CONTACT_COLUMNS, tables=_CONTACT_TABLES, visible=_VISIBLE)
+SEARCH_COMPANIES_FIRST = _FIRST_LIST.format(columns=_COMPANY_COLUMNS, tables=_COMPANY_TABLES, visible=_VISIBLE)
+SEARCH_CONTACTS = _LIST.format(columns=_CONTACT_COLUMNS, tables=_CONTACT_TABLES, visible=_VISIBLE,
+                               search=_SEARCH.format(table="contacts", owner="contact_id", visible_n=_VISIBLE_N,
+                                                     starts_p=_STARTS.format(a="p"), starts_n=_STARTS.format(a="n")))
+SEARCH_COMPANIES = _LIST.format(columns=_COMPANY_COLUMNS, tables=_COMPANY_TABLES, visible=_VISIBLE,
+                                search=_SEARCH.format(table="companies", owner="company_id", visible_n=_VISIBLE_N,
+                                                      starts_p=_STARTS.format(a="p"), starts_n=_STARTS.format(a="n")))
 LIST_COMPANY_CONTACTS = f"""
 SELECT p.id, p.name, p.manager_id, u.display_name AS manager_name, p.notes, p.company_id,
        NULL::text AS company_name, NULL::text AS tax_id, p.version
@@ -178,14 +211,18 @@ FROM contacts p LEFT JOIN users u ON u.id = p.manager_id
 WHERE p.company_id = $1 AND {_VISIBLE} ORDER BY lower(p.name)
 """
 _SELECT = {"contact": SELECT_CONTACT, "company": SELECT_COMPANY}
-_LIST = {"contact": LIST_CONTACTS, "company": LIST_COMPANIES}
-_FIND = {"contact": SEARCH_CONTACTS, "company": SEARCH_COMPANIES}
+_ALL = {"contact": LIST_CONTACTS, "company": LIST_COMPANIES}
+_FIND_FIRST = {"contact": SEARCH_CONTACTS_FIRST, "company": SEARCH_COMPANIES_FIRST}
+_FIND_REST = {"contact": SEARCH_CONTACTS, "company": SEARCH_COMPANIES}
 _KEY = (str, int)
+_SEARCH_KEY = (int, str, int)  # (group, lower(name), id)
 
 
-def party_key(party: Party) -> tuple[str, int]:
+def party_key(party: Party) -> tuple[str, int] | tuple[int, str, int]:
     """Where a party sits in a list: the `after` cursor of the page it ends."""
-    return party.name.lower(), party.id
+    if party.search_group is None:
+        return party.name.lower(), party.id
+    return party.search_group, party.name.lower(), party.id
 
 
 def _scope(viewer: User) -> int | None:
@@ -193,7 +230,7 @@ def _scope(viewer: User) -> int | None:
     return None if viewer.sees_everything else viewer.id
 
 
-def _party(kind: Kind, row: asyncpg.Record, phones=(), emails=()) -> Party:
+def _party(kind: Kind, row: asyncpg.Record, phones=(), emails=(), search_group: int | None = None) -> Party:
     return Party(
         kind=kind,
         id=row["id"],
@@ -207,6 +244,7 @@ def _party(kind: Kind, row: asyncpg.Record, phones=(), emails=()) -> Party:
         phones=tuple(phones),
         emails=tuple(emails),
         version=row["version"],
+        search_group=search_group,
     )
 
 
@@ -277,24 +315,50 @@ async def list_parties(
     conn: asyncpg.Connection, viewer: User, kind: Kind, query: str | None, region: str,
     limit: int = 50, offset: int = 0, after: str | None = None,
 ) -> list[Party]:
-    """A page in name order; `after` is the cursor of the previous page's last row (crm.paging)."""
-    after_name, after_id = paging.decode(after, _KEY) or ("", 0)
+    """A page in name order, or of a search in its order (best matches first); `after` is the cursor of the
+    previous page's last row (crm.paging)."""
     query = (query or "").strip()[:100] or None
-    e164 = suffix = None
-    if query:
+    if query is None:
+        after_name, after_id = paging.decode(after, _KEY) or ("", 0)
+        rows = await conn.fetch(_ALL[kind], query, _scope(viewer), None, None, limit, offset, after_name, after_id)
+        found = [(row, None) for row in rows]
+    else:
+        found = await _search(conn, viewer, kind, query, region, limit, offset, after)
+    phones: dict[int, list[PhoneEntry]] = {}
+    for r in await conn.fetch(LIST_PHONES_OF[kind], [row["id"] for row, _ in found]):
+        phones.setdefault(r["owner_id"], []).append(PhoneEntry(r["e164"], r["extension"], r["raw"], r["label"]))
+    return [_party(kind, row, phones.get(row["id"], ()), search_group=group) for row, group in found]
+
+
+async def _search(conn: asyncpg.Connection, viewer: User, kind: Kind, query: str, region: str, limit: int,
+                  offset: int, after: str | None) -> list[tuple[asyncpg.Record, int]]:
+    """The rows of a search page with their group: group 0 first, group 1 only when group 0 runs out on
+    this page (its query reads every fragment match, which group 0's index range never does)."""
+    group, after_name, after_id = paging.decode(after, _SEARCH_KEY) or (0, "", 0)
+    if group not in (0, 1):
+        raise ValidationError("after", "is not a cursor from this list's next link")
+    wanted = limit + offset
+    found: list[tuple[asyncpg.Record, int]] = []
+    if group == 0:
+        rows = await conn.fetch(_FIND_FIRST[kind], query, _scope(viewer), after_name, after_id, wanted)
+        found = [(row, 0) for row in rows]
+        after_name, after_id = "", 0
+    if len(found) < wanted:
         digits = re.sub(r"\D", "", query)
         try:
             e164 = parse_phone(query, region).e164
         except ValidationError:
             e164 = None
-        if len(digits) >= 4 and re.fullmatch(r"[\d\s()+\-.]+", query):
-            suffix = digits[::-1]
-    rows = await conn.fetch(_FIND[kind] if query else _LIST[kind], query, _scope(viewer), e164, suffix, limit,
-                            offset, after_name, after_id)
-    phones: dict[int, list[PhoneEntry]] = {}
-    for r in await conn.fetch(LIST_PHONES_OF[kind], [row["id"] for row in rows]):
-        phones.setdefault(r["owner_id"], []).append(PhoneEntry(r["e164"], r["extension"], r["raw"], r["label"]))
-    return [_party(kind, row, phones.get(row["id"], ())) for row in rows]
+        suffix = digits[::-1] if len(digits) >= 4 and re.fullmatch(r"[\d\s()+\-.]+", query) else None
+        async with conn.transaction():
+            # A plan for these very values: the generic plan a prepared statement may get after five runs
+            # cannot tell a rare fragment from a common one, nor use a phone index for `LIKE $4 || '%'`, and
+            # walked every name for the e-mail branch or read every phone (seconds at 1M contacts).
+            await conn.execute(CUSTOM_PLAN)
+            rows = await conn.fetch(_FIND_REST[kind], query, _scope(viewer), e164, suffix, wanted - len(found), 0,
+                                    after_name, after_id)
+        found += [(row, 1) for row in rows]
+    return found[offset:]
 
 
 async def list_company_contacts(conn: asyncpg.Connection, viewer: User, company_id: int) -> list[Party]:

@@ -57,14 +57,15 @@ async def test_home_reads_the_stuck_deals_and_the_count_from_the_index(conn, fac
         assert await deals.count_deals(conn, viewer) == len(every)
 
 
-# The search as it was before each branch kept only a page's worth: every match, sorted.
+# The search as it was before each branch kept only a page's worth: every match, sorted (names that start with
+# the text first since issue 18's common-surname fix).
 REFERENCE_SEARCH = """
 SELECT p.id FROM contacts p
 WHERE ($2::bigint IS NULL OR p.manager_id = $2 OR p.manager_id IS NULL)
   AND (lower(p.name) LIKE '%' || lower($1) || '%'
        OR p.id IN (SELECT contact_id FROM emails WHERE email LIKE '%' || lower($1) || '%')
        OR p.id IN (SELECT contact_id FROM phones WHERE reverse(e164) LIKE $3 || '%'))
-ORDER BY lower(p.name), p.id
+ORDER BY NOT starts_with(lower(p.name), lower($1)), lower(p.name), p.id
 """
 
 

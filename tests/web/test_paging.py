@@ -149,3 +149,22 @@ async def test_every_list_api_offers_a_next_link(client, factory, conn):
         assert resp.status == 200, (url, await resp.text())
         body = await resp.json()
         assert (body["items"], body["next"], body["next_url"]) == ([], None, None), url
+
+
+async def test_search_pages_follow_their_next_links_best_matches_first(client, factory):
+    await factory.user("head", role="head")
+    starting = [await factory.contact(f"Петров {n}") for n in range(5)]
+    inside = [await factory.contact(name) for name in ("Анна Петрова", "Яков Петров")]
+    await factory.contact("Иван Сидоров")
+    await login(client, "head")
+    expected = [p.id for p in starting + inside]
+    for limit in (1, 2, 4, 5, 6):
+        pages = await walk(client, "/api/contacts?q=петров", limit)
+        assert [i for page in pages for i in page] == expected, limit
+    page = await (await client.get("/contacts", params={"q": "петров", "limit": "5"})).text()
+    assert "Петров 4" in page and "Анна Петрова" not in page
+    start = page.index('rel="next" href="') + len('rel="next" href="')
+    link = page[start:page.index('"', start)].replace("&amp;", "&")
+    assert "q=" in link and "after=" in link
+    following = await (await client.get(link)).text()
+    assert "Анна Петрова" in following and "Яков Петров" in following and "Петров 4" not in following

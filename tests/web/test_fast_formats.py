@@ -57,6 +57,11 @@ def test_select_options_built_once_escape_names_and_preselect_the_row_value():
     from web.render import select_options
 
     options = select_options([1, 2], ['Anna "<b>"', "Boris"])
-    assert options(2) == ('<option value="1">Anna &#34;&lt;b&gt;&#34;</option>'
+    assert options(2) == ('<option value="1">Anna "&lt;b&gt;"</option>'
                           '<option value="2" selected>Boris</option>')
     assert "selected" not in options(None) and options(2) is options(2)
+    # A value is an attribute: quotes and markup in it stay text; "1" is not the value 1.
+    tricky = select_options(['x" onmouseover="alert(1)', 1], ["X", "One"])
+    assert tricky('x" onmouseover="alert(1)') == ('<option value="x&quot; onmouseover=&quot;alert(1)" selected>X'
+                                                   '</option><option value="1">One</option>')
+    assert "selected" not in tricky("1") and "selected" not in tricky([1])

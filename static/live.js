@@ -47,6 +47,7 @@
   function renderPopup(p) {
     const card = el('section', 'popup ringing');
     card.dataset.callId = p.call_id;
+    card.dataset.ring = String(p.ringing_since ?? '');  // which ring of the call this card is for
     card.setAttribute('role', 'alert');
     const head = el('div', 'popup-head');
     head.append(el('span', 'badge ringing', p.originated ? _('Calling out') : _('Ringing')));
@@ -141,7 +142,7 @@
     const old = popups.get(p.call_id);
     const card = renderPopup(p);
     popups.set(p.call_id, card);
-    if (old) {
+    if (old && old.dataset.ring === card.dataset.ring) {
       // The full card after the quick one from memory: same place, and what the call did meanwhile kept.
       if (!old.classList.contains('ringing')) {
         card.classList.remove('ringing');
@@ -155,8 +156,10 @@
       old.replacedBy = card;
       return;
     }
-    stack.prepend(card);
-    if (document.hidden) {
+    // Otherwise a new ring (a queue's next round rings this phone again, or the popup of a call being
+    // dialled): a fresh card in the old one's place; the old card's timers end with it.
+    if (old) old.replaceWith(card); else stack.prepend(card);
+    if (document.hidden && (!old || !p.originated)) {
       window.callboardNotify(fill(_('Call: %(number)s'), {number: p.display}),
         (p.contact && p.contact.name) || p.caller_name || _('New lead'));
     }

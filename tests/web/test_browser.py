@@ -271,3 +271,27 @@ async def test_a_full_card_arriving_after_the_ring_stopped_goes_with_the_quick_o
     # ...and goes when the stopped card was due to go, instead of staying until the page reloads.
     await page.clock.run_for(9000)
     await expect(popup).to_have_count(0)
+
+
+async def test_a_call_ringing_the_phone_again_gets_a_fresh_card_that_stays(live, browser):
+    from crm.callers import CallerCard
+    from cti.calls import AgentRinging, AgentRingStopped
+    from web.keys import NOTIFIER
+
+    base_url, _, app = live
+    page = await logged_in_page(browser, base_url, "manager1")
+    await page.clock.install()
+    notifier = app[NOTIFIER]
+    first = AgentRinging("lab", "queue-call", 1_795_448_000.0, "101", "inbound", "+79165550003", "", False)
+    await notifier.ringing(first, CallerCard("+79165550003", complete=True))
+    await notifier.ring_stopped(AgentRingStopped("lab", "queue-call", first.ts + 15, "101", None))
+    popup = page.locator(".popup")
+    await expect(popup.locator(".popup-state")).to_have_text("Stopped ringing")
+    # The queue's next round rings the same phone for the same call: ringing again, not "stopped"...
+    await notifier.ringing(AgentRinging("lab", "queue-call", first.ts + 20, "101", "inbound", "+79165550003", "",
+                                        False), CallerCard("+79165550003", complete=True))
+    await expect(popup).to_have_count(1)
+    await expect(popup.locator(".popup-head .badge")).to_have_text("Ringing")
+    # ...and the first ring's removal timer does not take the new card away.
+    await page.clock.run_for(9000)
+    await expect(popup).to_have_count(1)

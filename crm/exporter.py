@@ -13,7 +13,7 @@ import asyncpg
 from crm import calls as calls_db
 from crm import contacts as contacts_db
 from crm import leads as leads_db
-from crm import stock
+from crm import paging, stock
 from crm.deals import _DEAL_SELECT, _deal
 from crm.phones import format_phone
 from crm.users import User
@@ -66,8 +66,8 @@ async def export_rows(conn: asyncpg.Connection, viewer: User, name: str, filters
             offset += PAGE
     elif name in ("contacts", "companies"):
         kind = "contact" if name == "contacts" else "company"
-        offset = 0
-        while batch := await contacts_db.list_parties(conn, viewer, kind, filters.q, region, PAGE, offset):
+        after = None  # keyset pages: a search's order is not SQL's OFFSET order (crm.contacts._search)
+        while batch := await contacts_db.list_parties(conn, viewer, kind, filters.q, region, PAGE, after=after):
             emails: dict[int, list[str]] = {}
             for r in await conn.fetch(EMAILS_OF[kind], [p.id for p in batch]):
                 emails.setdefault(r["id"], []).append(r["email"])
@@ -75,7 +75,9 @@ async def export_rows(conn: asyncpg.Connection, viewer: User, name: str, filters
                 phones = ", ".join(format_phone(ph.e164, ph.extension) for ph in p.phones)
                 third = p.company_name or "" if kind == "contact" else p.tax_id or ""
                 yield (p.id, p.name, third, phones, ", ".join(emails.get(p.id, [])), p.manager_name or "", p.notes)
-            offset += PAGE
+            if len(batch) < PAGE:
+                break
+            after = paging.encode(contacts_db.party_key(batch[-1]))
     elif name == "leads":
         offset = 0
         while batch := await leads_db.list_leads(conn, viewer, filters.status, filters.source, PAGE, offset):

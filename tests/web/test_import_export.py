@@ -265,3 +265,23 @@ async def test_a_manager_exports_only_what_they_see(client, factory):
     await login(client, "anna")
     body = (await (await client.get("/export/contacts.csv")).read()).decode("utf-8-sig")
     assert [r[1] for r in csv.reader(io.StringIO(body), delimiter=";")] == ["Name", "Клиент Анны"]
+
+
+async def test_a_search_exports_every_match_once_across_pages(client, factory, monkeypatch):
+    from crm import exporter
+
+    monkeypatch.setattr(exporter, "PAGE", 3)  # several pages, across both groups of a search
+    await factory.user("head", role="head")
+    starting = [f"Петров {n}" for n in range(7)]
+    inside = ["Анна Петрова", "Водкин-Петров", "Ипетров"]
+    for name in starting + inside + ["Сидоров"]:
+        await factory.contact(name)
+    await login(client, "head")
+
+    async def exported(query: str) -> list[str]:
+        body = (await (await client.get(f"/export/contacts.csv?{query}")).read()).decode("utf-8-sig")
+        return [r[1] for r in csv.reader(io.StringIO(body), delimiter=";")][1:]
+
+    # As the page lists them: names starting with the text first, then the other matches, each by name.
+    assert await exported("q=петров") == starting + inside
+    assert await exported("") == sorted(starting + inside + ["Сидоров"], key=str.lower)

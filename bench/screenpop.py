@@ -239,13 +239,19 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.pauses: list[tuple[int, float]] = []
-        self._started = 0.0
+        # The five longest: (wall seconds, CPU seconds of this thread, generation, objects freed). A pause
+        # much longer than its CPU time is the process waiting for a core, not the collector working.
+        self.longest: list[tuple[float, float, int, int]] = []
+        self._started = self._cpu = 0.0
 
     def __call__(self, phase: str, info: dict) -> None:
         if phase == "start":
-            self._started = time.perf_counter()
+            self._started, self._cpu = time.perf_counter(), time.thread_time()
         else:
-            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+            took, cpu = time.perf_counter() - self._started, time.thread_time() - self._cpu
+            self.pauses.append((info["generation"], took))
+            self.longest = sorted(self.longest + [(took, cpu, info["generation"], info["collected"])],
+                                  reverse=True)[:5]
 
     def summary(self) -> dict:
         longest = max((p for _, p in self.pauses), default=0.0)
@@ -253,7 +259,9 @@ class GcPauses:
                          for g in sorted({g for g, _ in self.pauses})}
         return {"collections": len(self.pauses), "full": sum(1 for g, _ in self.pauses if g == 2),
                 "max_ms": longest * 1000, "over_10ms": sum(1 for _, p in self.pauses if p > 0.010),
-                "max_ms_by_generation": by_generation}
+                "max_ms_by_generation": by_generation,
+                "longest (wall ms, CPU ms, generation, freed)": [
+                    (round(t * 1000, 1), round(c * 1000, 1), g, n) for t, c, g, n in self.longest]}
 
 
 BOARD_STATE = """() => ({marker: document.querySelector('#missed-table tbody').dataset.benchMarker || null,

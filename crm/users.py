@@ -65,6 +65,8 @@ SELECT_USER_BY_LOGIN = f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHE
 CLAIM_PASSWORD = "SELECT password_hash FROM users WHERE id = $1 AND active FOR UPDATE"
 SELECT_USER_BY_EXTENSION = f"SELECT {USER_COLUMNS} FROM users u WHERE u.extension = $1"
 LIST_USERS = f"SELECT {USER_COLUMNS} FROM users u ORDER BY u.display_name, u.id"
+LIST_ASSIGNEES = f"""SELECT {USER_COLUMNS} FROM users u WHERE u.active AND u.role IN ('manager', 'head')
+ORDER BY u.display_name, u.id"""
 COUNT_USERS = "SELECT count(*) FROM users"
 INSERT_USER = f"""
 INSERT INTO users AS u (login, password_hash, role, extension, display_name)
@@ -237,6 +239,11 @@ async def get_user_by_extension(conn: asyncpg.Connection, extension: str) -> Use
 
 async def list_users(conn: asyncpg.Connection) -> list[User]:
     return [_user(row) for row in await conn.fetch(LIST_USERS)]
+
+
+async def list_assignees(conn: asyncpg.Connection) -> list[User]:
+    """Who a client, lead, deal or missed caller can be given to: active managers and heads, by name."""
+    return [_user(row) for row in await conn.fetch(LIST_ASSIGNEES)]
 
 
 async def count_users(conn: asyncpg.Connection) -> int:

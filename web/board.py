@@ -72,7 +72,7 @@ def deal_filter(request: web.Request, list_view: bool) -> DealFilter:
 
 
 async def _managers(conn) -> list[users_db.User]:
-    return [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+    return await users_db.list_assignees(conn)
 
 
 async def deals_page(request: web.Request) -> web.Response:

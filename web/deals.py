@@ -276,8 +276,7 @@ async def deal_page(request: web.Request, error: str | None = None, status: int 
                  "deal_invoices": await invoices_db.list_invoices(conn, user, deal_id=deal.id)}
         attached = await documents_db.list_documents(conn, deal.id)
         events = await timeline_context(conn, request, "deal", deal.id)  # calls, mail, notes… (web/timeline.py)
-        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")
-                    ] if user.sees_everything else []
+        managers = await users_db.list_assignees(conn) if user.sees_everything else []
     return render(request, "deal.html", http_status=status, error=error, managers=managers,
                   unshipped=deals_db.unshipped(items), deal=deal, items=items, history=history, stages=stages,
                   products=products, now=_now(), loss_reasons=deals_db.LOSS_REASONS, orders=orders,

@@ -56,7 +56,7 @@ async def rules_page(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         rules = await rules_db.list_rules(conn)
         limits = await rules_db.get_limits(conn)
-        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+        managers = await users_db.list_assignees(conn)
     names = {u.id: u.display_name for u in managers}
     return render(request, "lead_rules.html", rules=rules, limits=limits, managers=managers, names=names,
                   channels=rules_db.CHANNELS)

@@ -202,7 +202,7 @@ async def inbox_page(request: web.Request) -> web.Response:
         page = paging.page(await leads_db.list_leads(conn, user, status, source, limit=limit + 1, after=after),
                            limit, leads_db.lead_key)
         leads = page.items
-        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+        managers = await users_db.list_assignees(conn)
         notifications = await leads_db.list_notifications(conn, user)
     return render(request, "leads.html", leads=leads, managers=managers, status_filter=status or "",
                   source=source or "", statuses=leads_db.STATUSES, sources=leads_db.SOURCES,
@@ -213,7 +213,7 @@ async def lead_page(request: web.Request) -> web.Response:
     user = current_user(request)
     async with request.app[keys.POOL].acquire() as conn:
         lead = await leads_db.get_lead(conn, user, _lead_id(request))
-        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+        managers = await users_db.list_assignees(conn)
         history = await timeline_context(conn, request, "lead", lead.id)
     return render(request, "lead.html", lead=lead, managers=managers, **history)
 

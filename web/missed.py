@@ -106,7 +106,7 @@ async def board_page(request: web.Request) -> web.Response:
                                                      limit + 1, after), limit, missed_db.row_key)
         rows = page.items
         figures = await missed_db.figures(conn, user, now, _window(request), settings.timezone)
-        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+        managers = await users_db.list_assignees(conn)
     return render(request, "missed.html", rows=rows, figures=figures, now=now, managers=managers,
                   assign_options=_assign_options(managers), manager=manager, line=line or "", state=state or "",
                   states=missed_db.STATES, resolutions=missed_db.MANUAL_RESOLUTIONS,
@@ -142,8 +142,7 @@ async def live_rows(request: web.Request) -> web.Response:
     async with request.app[keys.POOL].acquire() as conn:
         rows = await missed_db.get_rows(conn, user, row_ids)
         figures = await missed_db.figures(conn, user, now, _window(request), settings.timezone)
-        managers = ([u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
-                    if user.sees_everything else [])
+        managers = await users_db.list_assignees(conn) if user.sees_everything else []
     rows = [r for r in rows if _shown(r, manager, line, state, now - _window(request))]
     return render(request, "_missed_live.html", rows=rows, figures=figures, now=now, managers=managers,
                   assign_options=_assign_options(managers),

@@ -160,7 +160,7 @@ def _form_input(form: MultiDictProxy) -> PartyInput:
 async def _form_context(request: web.Request) -> dict[str, Any]:
     user = current_user(request)
     async with request.app[keys.POOL].acquire() as conn:
-        managers = [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+        managers = await users_db.list_assignees(conn)
         companies = await contacts_db.list_parties(conn, user, "company", None,
                                                    request.app[keys.SETTINGS].phone_region, limit=500)
     if not user.sees_everything:

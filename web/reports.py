@@ -354,7 +354,7 @@ def _link(query: Query, path: str, **extra: Any) -> str:
 
 async def _managers(request: web.Request) -> list:
     async with request.app[keys.POOL].acquire() as conn:
-        return [u for u in await users_db.list_users(conn) if u.active and u.role in ("manager", "head")]
+        return await users_db.list_assignees(conn)
 
 
 def weekday_names(reader: Reader) -> list[str]:

@@ -187,6 +187,7 @@ async def test_start_up_and_the_routing_index_are_frozen_out_of_the_collector(se
     # A dozen flat arrays and strings however many phones (nothing per phone for a collection to walk), and
     # those frozen by the memory watcher: gc.get_objects() walks the generations a collection scans; the
     # permanent one is not among them.
-    columns = (table, table.keys, table.numbers, table.contacts, table.companies, table.managers, table.names)
+    columns = (table, table.keys, table.numbers, table.contacts, table.companies, table.contact_managers,
+               table.contact_names)
     scanned = {id(o) for o in gc.get_objects()}
     assert not any(id(column) in scanned for column in columns)

@@ -124,6 +124,17 @@ def _offsets(lengths: array, total: int) -> array:
     return array("I" if total < 2 ** 32 else "Q", accumulate(lengths, initial=0))
 
 
+def _position(ids: array, wanted: int) -> int | None:
+    """Where an id sits in a sorted id column, or None."""
+    at = bisect_left(ids, wanted)
+    return at if at < len(ids) and ids[at] == wanted else None
+
+
+def _slice(names: str, offsets: array, at: int) -> str:
+    """The at-th of the names stored end to end."""
+    return names[offsets[at]:offsets[at + 1]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Table:
     """One loaded snapshot; never changed after it is built, so a lookup may read it while a new one loads.
@@ -173,17 +184,17 @@ class _Table:
         contact_id, company_id = self.contacts[i], self.companies[i]
         manager_id, contact_name = 0, None
         if contact_id:
-            at = bisect_left(self.contact_ids, contact_id)
+            at = _position(self.contact_ids, contact_id)
             contact_name = ""
-            if at < len(self.contact_ids) and self.contact_ids[at] == contact_id:
-                contact_name = self.contact_names[self.contact_name_offsets[at]:self.contact_name_offsets[at + 1]]
+            if at is not None:
+                contact_name = _slice(self.contact_names, self.contact_name_offsets, at)
                 manager_id = self.contact_managers[at]
                 company_id = self.contact_companies[at] or company_id  # the contact's company first
         company_name = None
         if company_id:
-            at = bisect_left(self.company_ids, company_id)
-            if at < len(self.company_ids) and self.company_ids[at] == company_id:
-                company_name = self.company_names[self.company_name_offsets[at]:self.company_name_offsets[at + 1]]
+            at = _position(self.company_ids, company_id)
+            if at is not None:
+                company_name = _slice(self.company_names, self.company_name_offsets, at)
                 manager_id = manager_id or self.company_managers[at]
         return (f"+{self.numbers[i]}", contact_id or None, company_id or None, manager_id or None, contact_name,
                 company_name)

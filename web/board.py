@@ -71,10 +71,6 @@ def deal_filter(request: web.Request, list_view: bool) -> DealFilter:
         closing_from=closing[0], closing_to=closing[1], stage=(q.get("stage") or None) if list_view else None)
 
 
-async def _managers(conn) -> list[users_db.User]:
-    return await users_db.list_assignees(conn)
-
-
 async def deals_page(request: web.Request) -> web.Response:
     """/deals: the board; /deals?view=list: the same deals as a sortable list (won and lost ones too)."""
     user = current_user(request)
@@ -82,7 +78,7 @@ async def deals_page(request: web.Request) -> web.Response:
     chosen = deal_filter(request, list_view)
     now = _now()
     async with request.app[keys.POOL].acquire() as conn:
-        managers = await _managers(conn) if user.sees_everything else []
+        managers = await users_db.list_assignees(conn) if user.sees_everything else []
         stages = await deals_db.list_stages(conn)
         if not list_view:
             columns = await deals_db.board(conn, user, chosen, now, CARDS_PER_COLUMN)
@@ -133,7 +129,7 @@ async def new_deal_page(request: web.Request) -> web.Response:
             lead.company_id if lead else None)
         if company_id:
             company = await contacts_db.get_party(conn, user, "company", company_id)
-        managers = await _managers(conn) if user.sees_everything else []
+        managers = await users_db.list_assignees(conn) if user.sees_everything else []
     return render(request, "deal_new.html", contact=contact, company=company, lead=lead, managers=managers)
 
 
